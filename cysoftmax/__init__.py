@@ -1,0 +1,49 @@
+"""cysoftmax: a compiled, fused softmax cross-entropy loss and gradient for NumPy.
+
+The loss of a row of scores ``f`` with target ``y`` is ``L = -f_y + log sum_j e^{f_j}``
+and its gradient is ``dL/df_k = P_k - 1(y = k)`` with ``P = softmax(f)``.  The
+kernels are Cython over vectorized C, run on OpenMP threads without the GIL, and
+are cross-checked against a SymPy derivation (``python -m symbolic``).
+
+Main functions
+--------------
+softmax_cross_entropy  loss and gradient in one pass
+cross_entropy          loss only
+softmax, log_softmax   row-wise (log-)probabilities
+"""
+
+from . import _kernels
+from ._api import cross_entropy, log_softmax, softmax, softmax_cross_entropy
+
+__version__ = "0.1.0"
+
+
+def simd_target() -> str:
+    """The instruction-set target the kernels run on ("baseline", "avx2" or "avx512").
+
+    Chosen at import as the widest one the CPU supports; the environment variable
+    ``CYSOFTMAX_TARGET`` forces one (for testing).
+    """
+    return _kernels.current_target()
+
+
+def build_info() -> dict:
+    """How this build runs: OpenMP, default thread count, compiled and usable SIMD targets."""
+    return {
+        "version": __version__,
+        "openmp": _kernels.openmp_enabled(),
+        "default_num_threads": _kernels.default_num_threads(),
+        "targets": _kernels.targets(),
+        "supported_targets": _kernels.supported_targets(),
+        "target": _kernels.current_target(),
+    }
+
+
+__all__ = [
+    "softmax_cross_entropy",
+    "cross_entropy",
+    "softmax",
+    "log_softmax",
+    "simd_target",
+    "build_info",
+]

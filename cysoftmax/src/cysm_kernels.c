@@ -1,0 +1,125 @@
+/*
+ * cysm_kernels.c -- instantiates the row kernels of cysm_kernels_impl.h for
+ * float32 and float64 and for each instruction-set target, and tells which
+ * targets the running CPU supports.
+ *
+ * Targets: "baseline" (the compiler's default for the platform: SSE2 on x86-64,
+ * NEON on arm64) everywhere; with GCC on x86-64 also "avx2" (AVX2 + FMA) and
+ * "avx512" (AVX-512F), compiled in this one file under #pragma GCC target, so the
+ * extension runs on any CPU of its architecture and picks the widest kernels
+ * the CPU has at import (see _kernels.pyx).  The build never uses -march=native.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "cysm_kernels.h"
+
+#define CYSM_CAT_(a, b) a##_##b
+#define CYSM_CAT(a, b) CYSM_CAT_(a, b)
+#define CYSM_CAT3(a, b, c) CYSM_CAT(CYSM_CAT(a, b), c)
+
+/* Rows with at most this many classes are processed a vector of rows at a time. */
+#define CYSM_SMALL_C 16
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define CYSM_X86_TARGETS 1
+#else
+#define CYSM_X86_TARGETS 0
+#endif
+
+/* ---- baseline ---------------------------------------------------------- */
+#define CYSM_SFX base
+#define CYSM_VBYTES 16
+#define CYSM_F64 0
+#include "cysm_kernels_impl.h"
+#undef CYSM_F64
+#define CYSM_F64 1
+#include "cysm_kernels_impl.h"
+#undef CYSM_F64
+#undef CYSM_SFX
+#undef CYSM_VBYTES
+
+#if CYSM_X86_TARGETS
+/* ---- AVX2 + FMA -------------------------------------------------------- */
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define CYSM_SFX avx2
+#define CYSM_VBYTES 32
+#define CYSM_F64 0
+#include "cysm_kernels_impl.h"
+#undef CYSM_F64
+#define CYSM_F64 1
+#include "cysm_kernels_impl.h"
+#undef CYSM_F64
+#undef CYSM_SFX
+#undef CYSM_VBYTES
+#pragma GCC pop_options
+
+/* ---- AVX-512F ---------------------------------------------------------- */
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+#define CYSM_SFX avx512
+#define CYSM_VBYTES 64
+#define CYSM_F64 0
+#include "cysm_kernels_impl.h"
+#undef CYSM_F64
+#define CYSM_F64 1
+#include "cysm_kernels_impl.h"
+#undef CYSM_F64
+#undef CYSM_SFX
+#undef CYSM_VBYTES
+#pragma GCC pop_options
+#endif
+
+#define CYSM_TABLE(NAME, SFX, BYTES)                                                   \
+    {NAME, BYTES, sce_rows_f32_##SFX, sce_rows_f64_##SFX, softmax_rows_f32_##SFX,      \
+     softmax_rows_f64_##SFX}
+
+static const cysm_kernel_table cysm_tables[] = {
+    CYSM_TABLE("baseline", base, 16),
+#if CYSM_X86_TARGETS
+    CYSM_TABLE("avx2", avx2, 32),
+    CYSM_TABLE("avx512", avx512, 64),
+#endif
+};
+
+int cysm_n_targets(void) { return (int)(sizeof cysm_tables / sizeof cysm_tables[0]); }
+
+const cysm_kernel_table *cysm_target(int i)
+{
+    return (i >= 0 && i < cysm_n_targets()) ? &cysm_tables[i] : NULL;
+}
+
+int cysm_target_supported(int i)
+{
+    if (i == 0) return 1;
+#if CYSM_X86_TARGETS
+    __builtin_cpu_init();
+    if (i == 1) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (i == 2) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+                       __builtin_cpu_supports("fma");
+#endif
+    return 0;
+}
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+int cysm_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int cysm_openmp_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}

@@ -1,0 +1,444 @@
+/*
+ * cysm_kernels_impl.h -- body of the row kernels for one precision and one
+ * instruction-set target.  cysm_kernels.c includes it once per (precision,
+ * target) after defining
+ *
+ *   CYSM_F64     0 for float32, 1 for float64
+ *   CYSM_SFX     the target's name token (base, avx2, avx512)
+ *   CYSM_VBYTES  the vector width in bytes (16, 32, 64)
+ *
+ * Everything is written with GCC/Clang generic vectors, so one body compiles to
+ * SSE2, NEON, AVX2+FMA or AVX-512 depending on the target it is compiled for.
+ *
+ * The math (f = one row of scores, y its label, m = max_j f_j):
+ *
+ *   e_k = exp(f_k - m)            in the input precision, never above 1
+ *   s   = sum_k e_k = n_max + t   n_max = #{k : f_k = m} (each e_k = 1 exactly),
+ *                                 t = sum of the other e_k, accumulated in double
+ *   log s = log1p(n_max - 1 + t)  so a row whose loss is 1e-30 keeps its digits
+ *   L   = (1 - eps) w_y (m - f_y + log s) + eps/C (W log s - sum_c w_c (f_c - m))
+ *   dL/df_k = grad_scale * (e_k / s * ((1 - eps) w_y + eps/C W) - eps/C w_k)
+ *              for k != y; the k = y entry uses P_y - 1 = -(s - e_y)/s, with
+ *              s - e_y formed from n_max and t, so it does not cancel.
+ *
+ * exp(f - m): f - m is taken exactly as a double-word (TwoSum), the argument is
+ * reduced by Cody-Waite to r in [-ln2/2, ln2/2] with the low word added back,
+ * exp(r) is a Taylor polynomial (degree 7 for float32, 13 for float64, both
+ * below 0.2 ulp of truncation error), and 2^n is applied in two halves so that
+ * subnormal results are formed correctly.  Arguments below the underflow
+ * threshold (including -inf: masked classes) give exactly 0; NaN stays NaN.
+ *
+ * Passes over memory, per row with C above CYSM_SMALL_C: (1) the maximum,
+ * (2) e_k written to the gradient buffer while t, n_max and the smoothing sum
+ * accumulate, (3) the gradient scaled in place.  A row is read from main memory
+ * once: passes 2 and 3 find it in cache.  Rows with C <= CYSM_SMALL_C are
+ * handled a vector of rows at a time (lane l holds row l), so small class
+ * counts use whole vectors too.  Rows never interact, so a row's result does
+ * not depend on how rows are split across threads.
+ */
+
+#if CYSM_F64
+#define REAL double
+#define RINT int64_t
+#define PREC f64
+#else
+#define REAL float
+#define RINT int32_t
+#define PREC f32
+#endif
+
+#define NL (CYSM_VBYTES / (int)sizeof(REAL))
+#define FN(name) CYSM_CAT3(name, PREC, CYSM_SFX)
+#define VREAL FN(vreal)
+#define VINT FN(vint)
+#define VACC FN(vacc)
+#define ARGS CYSM_CAT(cysm_sce_args, PREC)
+
+typedef REAL VREAL __attribute__((vector_size(CYSM_VBYTES)));
+typedef RINT VINT __attribute__((vector_size(CYSM_VBYTES)));
+typedef double VACC __attribute__((vector_size(CYSM_VBYTES)));
+#if !CYSM_F64
+typedef float FN(vhalf) __attribute__((vector_size(CYSM_VBYTES / 2)));
+#endif
+
+static inline VREAL FN(load)(const REAL *p)
+{
+    VREAL v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void FN(store)(REAL *p, VREAL v) { memcpy(p, &v, sizeof v); }
+
+static inline VREAL FN(select)(VINT mask, VREAL a, VREAL b)
+{
+    return (VREAL)(((VINT)a & mask) | ((VINT)b & ~mask));
+}
+
+static inline VREAL FN(zero_where)(VINT mask, VREAL a) { return (VREAL)((VINT)a & ~mask); }
+
+/* acc += x, in double (float32 lanes are widened in two halves). */
+static inline void FN(acc_add)(VACC *lo, VACC *hi, VREAL x)
+{
+#if CYSM_F64
+    (void)hi;
+    *lo += x;
+#else
+    FN(vhalf) a, b;
+    memcpy(&a, &x, sizeof a);
+    memcpy(&b, (const char *)&x + sizeof a, sizeof b);
+    *lo += __builtin_convertvector(a, VACC);
+    *hi += __builtin_convertvector(b, VACC);
+#endif
+}
+
+/* acc += x * w, in double; w holds NL consecutive doubles. */
+static inline void FN(acc_add_mul)(VACC *lo, VACC *hi, VREAL x, const double *w)
+{
+    VACC w0;
+    memcpy(&w0, w, sizeof w0);
+#if CYSM_F64
+    (void)hi;
+    *lo += x * w0;
+#else
+    VACC w1;
+    FN(vhalf) a, b;
+    memcpy(&w1, w + NL / 2, sizeof w1);
+    memcpy(&a, &x, sizeof a);
+    memcpy(&b, (const char *)&x + sizeof a, sizeof b);
+    *lo += __builtin_convertvector(a, VACC) * w0;
+    *hi += __builtin_convertvector(b, VACC) * w1;
+#endif
+}
+
+/* Lane l of a double accumulator pair. */
+static inline double FN(acc_lane)(VACC lo, VACC hi, int l)
+{
+#if CYSM_F64
+    (void)hi;
+    return lo[l];
+#else
+    return l < NL / 2 ? lo[l] : hi[l - NL / 2];
+#endif
+}
+
+static inline double FN(acc_total)(VACC lo, VACC hi)
+{
+    double s = 0.0;
+    for (int l = 0; l < NL; l++) s += FN(acc_lane)(lo, hi, l);
+    return s;
+}
+
+/* exp(x + xlo) for x <= 0 (or NaN), |xlo| tiny: see the comment at the top. */
+static inline VREAL FN(vexp)(VREAL x, VREAL xlo)
+{
+#if CYSM_F64
+    const REAL lowest = -746.0, log2e = 1.4426950408889634074, shifter = 0x1.8p52;
+    const REAL ln2hi = 6.93147180369123816490e-01, ln2lo = 1.90821492927058770002e-10;
+    const RINT bias = 1023, mant_bits = 52;
+#else
+    const REAL lowest = -104.0f, log2e = 1.44269504088896341f, shifter = 0x1.8p23f;
+    const REAL ln2hi = 0.693145751953125f, ln2lo = 1.428606765330187045e-06f;
+    const RINT bias = 127, mant_bits = 23;
+#endif
+    const VINT under = x < lowest;
+    x = FN(select)(under, (VREAL){0} + lowest, x);
+    const VREAL kf = x * log2e + shifter; /* round(x / ln2) + shifter */
+    const VREAL n = kf - shifter;
+    const VINT ni = (VINT)kf - (VINT)((VREAL){0} + shifter);
+    VREAL r = x - n * ln2hi;
+    r = r - n * ln2lo;
+    r = r + xlo;
+#if CYSM_F64
+    VREAL p = (VREAL){0} + 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+#else
+    VREAL p = (VREAL){0} + 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+#endif
+    const VINT n1 = ni >> 1, n2 = ni - n1;
+    const VREAL s1 = (VREAL)((n1 + bias) << mant_bits);
+    const VREAL s2 = (VREAL)((n2 + bias) << mant_bits);
+    return FN(zero_where)(under, (p * s1) * s2);
+}
+
+/* e = exp(f - m), the difference taken exactly (TwoSum); *d = rounded f - m. */
+static inline VREAL FN(exp_diff)(VREAL f, VREAL m, VREAL *d)
+{
+    const VREAL neg_m = -m;
+    const VREAL s = f + neg_m;
+    const VREAL bb = s - f;
+    const VREAL lo = (f - (s - bb)) + (neg_m - bb);
+    *d = s;
+    return FN(vexp)(s, lo);
+}
+
+/* Pass 1: the row maximum.  NaN entries are skipped here; they make e NaN in pass 2. */
+static inline REAL FN(row_max)(const REAL *f, ptrdiff_t C)
+{
+    ptrdiff_t k = 0;
+    REAL m = -INFINITY;
+    if (C >= 2 * NL) {
+        VREAL m0 = (VREAL){0} - INFINITY, m1 = m0;
+        for (; k + 2 * NL <= C; k += 2 * NL) {
+            const VREAL x0 = FN(load)(f + k), x1 = FN(load)(f + k + NL);
+            m0 = FN(select)(x0 > m0, x0, m0);
+            m1 = FN(select)(x1 > m1, x1, m1);
+        }
+        m0 = FN(select)(m1 > m0, m1, m0);
+        for (int l = 0; l < NL; l++)
+            if (m0[l] > m) m = m0[l];
+    }
+    for (; k < C; k++)
+        if (f[k] > m) m = f[k];
+    return m;
+}
+
+typedef struct {
+    double t;        /* sum of e_k over k with f_k != m (NaN if the row has NaN) */
+    ptrdiff_t n_max; /* number of k with f_k == m */
+    double wd;       /* sum of w_k (f_k - m), when asked for */
+} FN(row_sums);
+
+/* Pass 2: e_k = exp(f_k - m) into e_out (may be NULL, may alias f) and the sums. */
+static inline __attribute__((always_inline)) FN(row_sums)
+    FN(row_exp_body)(const REAL *f, REAL *e_out, ptrdiff_t C, REAL m, const double *w,
+                     const int store, const int want_wd)
+{
+    VACC t_lo = {0}, t_hi = {0}, wd_lo = {0}, wd_hi = {0};
+    VINT cnt = {0};
+    const VREAL mv = (VREAL){0} + m;
+    FN(row_sums) out = {0.0, 0, 0.0};
+    ptrdiff_t k = 0;
+    for (; k + NL <= C; k += NL) {
+        VREAL d;
+        const VREAL e = FN(exp_diff)(FN(load)(f + k), mv, &d);
+        const VINT is_max = d == 0;
+        cnt -= is_max;
+        FN(acc_add)(&t_lo, &t_hi, FN(zero_where)(is_max, e));
+        if (want_wd) {
+            if (w) {
+                FN(acc_add_mul)(&wd_lo, &wd_hi, d, w + k);
+            } else {
+                FN(acc_add)(&wd_lo, &wd_hi, d);
+            }
+        }
+        if (store) FN(store)(e_out + k, e);
+    }
+    if (k < C) {
+        /* the tail, padded with -inf (e = 0, never a maximum) */
+        REAL buf[NL];
+        const ptrdiff_t rest = C - k;
+        for (int l = 0; l < NL; l++) buf[l] = -INFINITY;
+        memcpy(buf, f + k, (size_t)rest * sizeof(REAL));
+        VREAL d;
+        const VREAL e = FN(exp_diff)(FN(load)(buf), mv, &d);
+        const VINT is_max = d == 0;
+        cnt -= is_max;
+        FN(acc_add)(&t_lo, &t_hi, FN(zero_where)(is_max, e));
+        if (want_wd)
+            for (ptrdiff_t j = 0; j < rest; j++) out.wd += (w ? w[k + j] : 1.0) * (double)d[j];
+        if (store) memcpy(e_out + k, &e, (size_t)rest * sizeof(REAL));
+    }
+    out.t = FN(acc_total)(t_lo, t_hi);
+    for (int l = 0; l < NL; l++) out.n_max += cnt[l];
+    if (want_wd) out.wd += FN(acc_total)(wd_lo, wd_hi);
+    return out;
+}
+
+static FN(row_sums) FN(row_exp)(const REAL *f, REAL *e_out, ptrdiff_t C, REAL m,
+                                 const double *w, int want_wd)
+{
+    if (e_out) {
+        if (want_wd) return FN(row_exp_body)(f, e_out, C, m, w, 1, 1);
+        return FN(row_exp_body)(f, e_out, C, m, w, 1, 0);
+    }
+    if (want_wd) return FN(row_exp_body)(f, e_out, C, m, w, 0, 1);
+    return FN(row_exp_body)(f, e_out, C, m, w, 0, 0);
+}
+
+/* What a row needs after its sums are known: its loss, and the gradient
+ * coefficient of e_k and the target entry of the gradient. */
+typedef struct {
+    double loss;
+    REAL coef;
+    REAL grad_y;
+} FN(row_result);
+
+static inline FN(row_result) FN(finish_row)(const ARGS *a, int64_t y, REAL m, REAL fy,
+                                          double ey, double t, ptrdiff_t n_max, double wd)
+{
+    const double eps = a->smoothing, C = (double)a->n_classes, W = a->weight_total;
+    const double wy = a->weight ? a->weight[y] : 1.0;
+    const double log_s = log1p((double)(n_max - 1) + t);
+    const double nll = ((double)m - (double)fy) + log_s;
+    FN(row_result) res;
+    res.loss = (1.0 - eps) * wy * nll;
+    if (eps > 0) res.loss += eps / C * (W * log_s - wd);
+    const double inv_s = 1.0 / ((double)n_max + t);
+    res.coef = (REAL)(a->grad_scale * ((1.0 - eps) * wy + eps / C * W) * inv_s);
+    /* P_y - 1 = -(s - e_y) / s, with s - e_y free of cancellation */
+    const double others = (fy == m) ? (double)(n_max - 1) + t : (double)n_max + (t - ey);
+    double gy = (1.0 - eps) * wy * (-others * inv_s);
+    if (eps > 0) gy += eps / C * (W * (ey * inv_s) - wy);
+    res.grad_y = (REAL)(a->grad_scale * gy);
+    return res;
+}
+
+/* One row with C > CYSM_SMALL_C; returns its loss. */
+static double FN(sce_row)(const ARGS *a, const REAL *f, REAL *g, int64_t y)
+{
+    const ptrdiff_t C = a->n_classes;
+    if (y == a->ignore_index) {
+        if (g) memset(g, 0, (size_t)C * sizeof(REAL));
+        return 0.0;
+    }
+    const int smooth = a->smoothing > 0;
+    const REAL fy = f[y]; /* read before g (maybe == f) is written */
+    const REAL m = FN(row_max)(f, C);
+    const FN(row_sums) rs = FN(row_exp)(f, g, C, m, a->weight, smooth);
+    const double ey = g ? (double)g[y] : 0.0;
+    const FN(row_result) res = FN(finish_row)(a, y, m, fy, ey, rs.t, rs.n_max, rs.wd);
+    if (g) {
+        const VREAL coef = (VREAL){0} + res.coef;
+        ptrdiff_t k = 0;
+        if (smooth) {
+            const REAL *off = a->grad_offset;
+            for (; k + NL <= C; k += NL)
+                FN(store)(g + k, FN(load)(g + k) * coef - FN(load)(off + k));
+            for (; k < C; k++) g[k] = g[k] * res.coef - off[k];
+        } else {
+            for (; k + NL <= C; k += NL) FN(store)(g + k, FN(load)(g + k) * coef);
+            for (; k < C; k++) g[k] = g[k] * res.coef;
+        }
+        g[y] = res.grad_y;
+    }
+    return res.loss;
+}
+
+/* Rows with C <= CYSM_SMALL_C, NL rows at a time: lane l of column vector T[k]
+ * holds f[row l, class k]. */
+static void FN(sce_small)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
+                          double *loss_sum)
+{
+    const ptrdiff_t C = a->n_classes;
+    const int smooth = a->smoothing > 0;
+    VREAL T[CYSM_SMALL_C], E[CYSM_SMALL_C];
+    double sum = 0.0;
+    for (ptrdiff_t g0 = r0; g0 < r1; g0 += NL) {
+        const int nv = (int)(r1 - g0 < NL ? r1 - g0 : NL);
+        const REAL *fb = a->scores + g0 * C;
+        for (int l = 0; l < NL; l++)
+            for (ptrdiff_t k = 0; k < C; k++) T[k][l] = l < nv ? fb[l * C + k] : 0;
+        VREAL mv = (VREAL){0} - INFINITY;
+        for (ptrdiff_t k = 0; k < C; k++) mv = FN(select)(T[k] > mv, T[k], mv);
+        VACC t_lo = {0}, t_hi = {0}, wd_lo = {0}, wd_hi = {0};
+        VINT cnt = {0};
+        for (ptrdiff_t k = 0; k < C; k++) {
+            VREAL d;
+            E[k] = FN(exp_diff)(T[k], mv, &d);
+            const VINT is_max = d == 0;
+            cnt -= is_max;
+            FN(acc_add)(&t_lo, &t_hi, FN(zero_where)(is_max, E[k]));
+            if (smooth) {
+                double wk[NL];
+                for (int l = 0; l < NL; l++) wk[l] = a->weight ? a->weight[k] : 1.0;
+                FN(acc_add_mul)(&wd_lo, &wd_hi, d, wk);
+            }
+        }
+        for (int l = 0; l < nv; l++) {
+            const ptrdiff_t row = g0 + l;
+            const int64_t y = a->labels[row];
+            REAL *g = a->grad ? a->grad + row * C : NULL;
+            double loss = 0.0;
+            if (y == a->ignore_index) {
+                if (g) memset(g, 0, (size_t)C * sizeof(REAL));
+            } else {
+                const FN(row_result) res = FN(finish_row)(
+                    a, y, mv[l], T[y][l], (double)E[y][l], FN(acc_lane)(t_lo, t_hi, l),
+                    (ptrdiff_t)cnt[l], smooth ? FN(acc_lane)(wd_lo, wd_hi, l) : 0.0);
+                loss = res.loss;
+                if (g) {
+                    if (smooth) {
+                        for (ptrdiff_t k = 0; k < C; k++)
+                            g[k] = E[k][l] * res.coef - a->grad_offset[k];
+                    } else {
+                        for (ptrdiff_t k = 0; k < C; k++) g[k] = E[k][l] * res.coef;
+                    }
+                    g[y] = res.grad_y;
+                }
+            }
+            if (row_loss) row_loss[row] = loss;
+            sum += loss;
+        }
+    }
+    *loss_sum = sum;
+}
+
+static void FN(sce_rows)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
+                         double *loss_sum)
+{
+    const ptrdiff_t C = a->n_classes;
+    if (C <= CYSM_SMALL_C) {
+        FN(sce_small)(a, r0, r1, row_loss, loss_sum);
+        return;
+    }
+    double sum = 0.0;
+    for (ptrdiff_t i = r0; i < r1; i++) {
+        const double loss = FN(sce_row)(a, a->scores + i * C, a->grad ? a->grad + i * C : NULL,
+                                        a->labels[i]);
+        if (row_loss) row_loss[i] = loss;
+        sum += loss;
+    }
+    *loss_sum = sum;
+}
+
+static void FN(softmax_rows)(const REAL *x, REAL *out, ptrdiff_t C, ptrdiff_t r0, ptrdiff_t r1,
+                             int log_space)
+{
+    for (ptrdiff_t i = r0; i < r1; i++) {
+        const REAL *f = x + i * C;
+        REAL *o = out + i * C;
+        const REAL m = FN(row_max)(f, C);
+        const FN(row_sums) rs = FN(row_exp)(f, log_space ? NULL : o, C, m, NULL, 0);
+        if (log_space) {
+            const double log_s = log1p((double)(rs.n_max - 1) + rs.t);
+            const double md = (double)m;
+            for (ptrdiff_t k = 0; k < C; k++) o[k] = (REAL)(((double)f[k] - md) - log_s);
+        } else {
+            const REAL inv_s = (REAL)(1.0 / ((double)rs.n_max + rs.t));
+            const VREAL iv = (VREAL){0} + inv_s;
+            ptrdiff_t k = 0;
+            for (; k + NL <= C; k += NL) FN(store)(o + k, FN(load)(o + k) * iv);
+            for (; k < C; k++) o[k] = o[k] * inv_s;
+        }
+    }
+}
+
+#undef REAL
+#undef RINT
+#undef PREC
+#undef NL
+#undef FN
+#undef VREAL
+#undef VINT
+#undef VACC
+#undef ARGS
