@@ -1,0 +1,48 @@
+"""Type stubs of the compiled module cysoftmax._kernels (see _kernels.pyx)."""
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+REDUCTION_NONE: int
+REDUCTION_MEAN: int
+REDUCTION_SUM: int
+
+class LabelOutOfRange(IndexError):
+    position: int
+    value: int
+    def __init__(self, position: int, value: int) -> None: ...
+
+def targets() -> List[str]: ...
+def supported_targets() -> List[str]: ...
+def current_target() -> str: ...
+def set_target(name: str) -> None: ...
+def openmp_enabled() -> bool: ...
+def default_num_threads() -> int: ...
+def sce_float32(
+    scores: NDArray[np.float32],
+    labels: NDArray[np.int64],
+    weight: Optional[NDArray[np.float64]],
+    ignore_index: int,
+    smoothing: float,
+    reduction: int,
+    grad: Optional[NDArray[np.float32]],
+    num_threads: int,
+) -> Tuple[float, float, Optional[NDArray[np.float64]]]: ...
+def sce_float64(
+    scores: NDArray[np.float64],
+    labels: NDArray[np.int64],
+    weight: Optional[NDArray[np.float64]],
+    ignore_index: int,
+    smoothing: float,
+    reduction: int,
+    grad: Optional[NDArray[np.float64]],
+    num_threads: int,
+) -> Tuple[float, float, Optional[NDArray[np.float64]]]: ...
+def softmax_float32(
+    scores: NDArray[np.float32], out: NDArray[np.float32], log_space: bool, num_threads: int
+) -> None: ...
+def softmax_float64(
+    scores: NDArray[np.float64], out: NDArray[np.float64], log_space: bool, num_threads: int
+) -> None: ...

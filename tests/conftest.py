@@ -1,0 +1,25 @@
+"""Shared fixtures: every SIMD target this CPU runs, and seeded generators."""
+
+import numpy as np
+import pytest
+
+import cysoftmax
+from cysoftmax import _kernels
+
+
+@pytest.fixture(params=_kernels.supported_targets())
+def simd_target(request):
+    """Run the test once per instruction-set target the CPU supports."""
+    before = _kernels.current_target()
+    _kernels.set_target(request.param)
+    yield request.param
+    _kernels.set_target(before)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261129)
+
+
+def pytest_report_header(config):
+    return f"cysoftmax build: {cysoftmax.build_info()}"

@@ -1,0 +1,56 @@
+"""A plain float64 NumPy reference of softmax cross-entropy, written from the formulas.
+
+Independent of the compiled kernels: log-sum-exp with the row maximum subtracted,
+then the loss and gradient exactly as PyTorch's ``F.cross_entropy`` defines them
+for class-index targets (weights, ignore_index, label smoothing, reductions).
+Used by the test grids; the high-precision reference is the SymPy cases file.
+"""
+
+import numpy as np
+
+
+def log_softmax(f):
+    f = np.asarray(f, dtype=np.float64)
+    m = np.max(f, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return f - m - np.log(np.sum(np.exp(f - m), axis=-1, keepdims=True))
+
+
+def softmax(f):
+    return np.exp(log_softmax(f))
+
+
+def cross_entropy(f, y, reduction="mean", weight=None, ignore_index=-100, label_smoothing=0.0):
+    """Returns (loss, grad) in float64 for scores f (..., C) and labels y (...)."""
+    f = np.asarray(f, dtype=np.float64)
+    C = f.shape[-1]
+    f2 = f.reshape(-1, C)
+    y2 = np.asarray(y).reshape(-1).astype(np.int64)
+    w = np.ones(C) if weight is None else np.asarray(weight, dtype=np.float64)
+    eps = float(label_smoothing)
+    keep = y2 != ignore_index
+    ys = np.where(keep, y2, 0)
+    logp = log_softmax(f2)
+    p = np.exp(logp)
+    n = len(y2)
+    wy = np.where(keep, w[ys], 0.0)
+    with np.errstate(invalid="ignore"):
+        nll = -logp[np.arange(n), ys]
+        smooth = -(logp * w).sum(axis=1)
+        row = np.where(keep, (1 - eps) * wy * nll + eps / C * smooth, 0.0)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(n), ys] = 1.0
+    grad = (p * ((1 - eps) * wy + eps / C * w.sum())[:, None]
+            - (1 - eps) * wy[:, None] * onehot - eps / C * w[None, :])
+    grad[~keep] = 0.0
+    denominator = wy.sum()
+    if reduction == "none":
+        return row.reshape(f.shape[:-1]), grad.reshape(f.shape)
+    if reduction == "sum":
+        return row.sum(), grad.reshape(f.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = 1.0 / denominator
+        loss = row.sum() / denominator
+    grad = np.where(keep[:, None], grad * scale, 0.0)
+    return loss, grad.reshape(f.shape)

@@ -1,0 +1,123 @@
+"""Bad input: a clear TypeError / ValueError / IndexError naming the argument; and the
+awkward-but-valid inputs that must be accepted with the right answer."""
+
+import numpy as np
+import pytest
+
+import cysoftmax
+import reference
+
+S = np.random.default_rng(0).normal(size=(4, 3))
+Y = np.array([0, 1, 2, 1])
+
+
+def ro(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+# (id, call, exception, words the message must contain)
+BAD = [
+    ("scores-0d", lambda: cysoftmax.softmax_cross_entropy(np.float64(1.0), 0), ValueError, "scores"),
+    ("scores-C0", lambda: cysoftmax.softmax_cross_entropy(np.zeros((4, 0)), Y), ValueError, "C = 0"),
+    ("scores-int", lambda: cysoftmax.softmax_cross_entropy(np.ones((4, 3), int), Y), TypeError, "scores"),
+    ("scores-intlist", lambda: cysoftmax.cross_entropy([[1, 2, 3]], [0]), TypeError, "scores"),
+    ("scores-bool", lambda: cysoftmax.softmax_cross_entropy(S > 0, Y), TypeError, "scores"),
+    ("scores-complex", lambda: cysoftmax.softmax_cross_entropy(S + 0j, Y), TypeError, "scores"),
+    ("scores-object", lambda: cysoftmax.softmax_cross_entropy(S.astype(object), Y), TypeError, "scores"),
+    ("scores-float16", lambda: cysoftmax.softmax_cross_entropy(S.astype(np.float16), Y), TypeError, "scores"),
+    ("scores-str", lambda: cysoftmax.softmax("abc"), TypeError, "scores"),
+    ("softmax-0d", lambda: cysoftmax.softmax(1.0), ValueError, "scores"),
+    ("log_softmax-int", lambda: cysoftmax.log_softmax([1, 2]), TypeError, "scores"),
+    ("labels-shape", lambda: cysoftmax.softmax_cross_entropy(S, Y[:3]), ValueError, "labels"),
+    ("labels-2d", lambda: cysoftmax.softmax_cross_entropy(S, Y[:, None]), ValueError, "labels"),
+    ("labels-float", lambda: cysoftmax.softmax_cross_entropy(S, Y.astype(float)), TypeError, "labels"),
+    ("labels-bool", lambda: cysoftmax.softmax_cross_entropy(S, Y > 0), TypeError, "labels"),
+    ("labels-str", lambda: cysoftmax.softmax_cross_entropy(S, ["a", "b", "c", "d"]), TypeError, "labels"),
+    ("labels-high", lambda: cysoftmax.softmax_cross_entropy(S, [0, 1, 3, 0]), IndexError, "labels[2] = 3"),
+    ("labels-negative", lambda: cysoftmax.softmax_cross_entropy(S, [0, -1, 0, 0]), IndexError, "labels[1] = -1"),
+    ("labels-huge-int64", lambda: cysoftmax.softmax_cross_entropy(S, [0, 2**62, 0, 0]), IndexError, "labels"),
+    ("labels-huge-uint64", lambda: cysoftmax.softmax_cross_entropy(
+        S, np.array([0, 2**64 - 100, 0, 0], dtype=np.uint64)), IndexError, "labels[1]"),
+    ("labels-huge-python", lambda: cysoftmax.softmax_cross_entropy(S, [0, 2**70, 0, 0]), IndexError, "labels"),
+    ("labels-nd-index", lambda: cysoftmax.cross_entropy(np.zeros((2, 2, 3)), [[0, 1], [5, 0]]),
+     IndexError, "labels[1, 0] = 5"),
+    ("labels-loss-only", lambda: cysoftmax.cross_entropy(S, [0, 1, 9, 0]), IndexError, "labels[2] = 9"),
+    ("weight-length", lambda: cysoftmax.softmax_cross_entropy(S, Y, weight=[1, 2]), ValueError, "weight"),
+    ("weight-2d", lambda: cysoftmax.softmax_cross_entropy(S, Y, weight=np.ones((3, 1))), ValueError, "weight"),
+    ("weight-nan", lambda: cysoftmax.softmax_cross_entropy(S, Y, weight=[1, np.nan, 1]), ValueError, "weight"),
+    ("weight-complex", lambda: cysoftmax.softmax_cross_entropy(S, Y, weight=[1j, 1, 1]), TypeError, "weight"),
+    ("smoothing-neg", lambda: cysoftmax.softmax_cross_entropy(S, Y, label_smoothing=-0.1), ValueError, "label_smoothing"),
+    ("smoothing-big", lambda: cysoftmax.softmax_cross_entropy(S, Y, label_smoothing=1.5), ValueError, "label_smoothing"),
+    ("smoothing-nan", lambda: cysoftmax.softmax_cross_entropy(S, Y, label_smoothing=float("nan")), ValueError, "label_smoothing"),
+    ("smoothing-str", lambda: cysoftmax.softmax_cross_entropy(S, Y, label_smoothing="0.1"), TypeError, "label_smoothing"),
+    ("reduction-unknown", lambda: cysoftmax.softmax_cross_entropy(S, Y, reduction="avg"), ValueError, "reduction"),
+    ("reduction-none-obj", lambda: cysoftmax.cross_entropy(S, Y, reduction=None), ValueError, "reduction"),
+    ("ignore-float", lambda: cysoftmax.softmax_cross_entropy(S, Y, ignore_index=1.5), TypeError, "ignore_index"),
+    ("ignore-bool", lambda: cysoftmax.softmax_cross_entropy(S, Y, ignore_index=True), TypeError, "ignore_index"),
+    ("ignore-huge", lambda: cysoftmax.softmax_cross_entropy(S, Y, ignore_index=2**70), ValueError, "ignore_index"),
+    ("out-shape", lambda: cysoftmax.softmax_cross_entropy(S, Y, out=np.empty((3, 4))), ValueError, "out"),
+    ("out-dtype", lambda: cysoftmax.softmax_cross_entropy(S, Y, out=np.empty((4, 3), np.float32)), TypeError, "out"),
+    ("out-layout", lambda: cysoftmax.softmax_cross_entropy(S, Y, out=np.empty((4, 3), order="F")), ValueError, "out"),
+    ("out-readonly", lambda: cysoftmax.softmax_cross_entropy(S, Y, out=ro(np.empty((4, 3)))), ValueError, "out"),
+    ("out-list", lambda: cysoftmax.softmax_cross_entropy(S, Y, out=[[0.0] * 3] * 4), TypeError, "out"),
+    ("softmax-out-shape", lambda: cysoftmax.softmax(S, out=np.empty(3)), ValueError, "out"),
+    ("log_softmax-out-dtype", lambda: cysoftmax.log_softmax(S, out=np.empty((4, 3), np.float32)), TypeError, "out"),
+    ("threads-zero", lambda: cysoftmax.softmax_cross_entropy(S, Y, num_threads=0), ValueError, "num_threads"),
+    ("threads-negative", lambda: cysoftmax.cross_entropy(S, Y, num_threads=-2), ValueError, "num_threads"),
+    ("threads-float", lambda: cysoftmax.softmax(S, num_threads=2.0), TypeError, "num_threads"),
+    ("threads-bool", lambda: cysoftmax.softmax(S, num_threads=True), TypeError, "num_threads"),
+    ("positional-options", lambda: cysoftmax.softmax_cross_entropy(S, Y, "sum"), TypeError, None),
+]
+
+
+@pytest.mark.parametrize("call, exc, words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_raises_clearly(call, exc, words):
+    with pytest.raises(exc) as info:
+        call()
+    if words:
+        assert words in str(info.value), str(info.value)
+
+
+def test_out_overlapping_scores_is_refused():
+    buf = np.zeros(13)
+    scores = buf[:12].reshape(4, 3)
+    out = buf[1:].reshape(4, 3)
+    with pytest.raises(ValueError, match="overlaps"):
+        cysoftmax.softmax_cross_entropy(scores, Y, out=out)
+
+
+def test_errors_leave_out_and_inputs_untouched():
+    scores = S.copy()
+    out = np.full((4, 3), 5.0)
+    with pytest.raises(IndexError):
+        cysoftmax.softmax_cross_entropy(scores, [0, 1, 7, 0], out=out)
+    np.testing.assert_array_equal(scores, S)
+    assert np.all(out == 5.0)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+                                   np.uint32, np.uint64, np.intp, np.dtype(">i4")],
+                         ids=lambda d: np.dtype(d).str)
+def test_every_integer_label_dtype(dtype):
+    loss, grad = cysoftmax.softmax_cross_entropy(S, Y.astype(dtype))
+    want_loss, want_grad = reference.cross_entropy(S, Y)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-14)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-13, atol=1e-16)
+
+
+def test_one_sample_and_python_inputs():
+    loss, grad = cysoftmax.softmax_cross_entropy([1.0, 2.0, 3.0], 2)
+    want_loss, want_grad = reference.cross_entropy(np.array([[1.0, 2.0, 3.0]]), [2])
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-14)
+    np.testing.assert_allclose(grad, want_grad[0], rtol=1e-14)
+    assert cysoftmax.cross_entropy([1.0, 2.0, 3.0], np.int8(2), reduction="none").shape == ()
+    assert cysoftmax.cross_entropy([[1.0, 2.0, 3.0]], [np.uint64(2)]) == loss
+
+
+def test_ignore_index_matching_a_uint_label_value():
+    """ignore_index compares by value whatever the label dtype."""
+    labels = np.array([0, 200, 2, 1], dtype=np.uint8)
+    loss = cysoftmax.cross_entropy(S, labels, ignore_index=200, reduction="none")
+    assert loss[1] == 0

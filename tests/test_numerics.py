@@ -1,0 +1,139 @@
+"""Numerical behaviour at the edges: offsets, exp overflow/underflow spreads, -inf masks,
+NaN rows, tiny losses.  Expected values come from first principles (closed forms and
+mpmath), never from the kernels."""
+
+import mpmath
+import numpy as np
+import pytest
+
+import cysoftmax
+
+DTYPES = [np.float32, np.float64]
+IDS = ["f32", "f64"]
+
+
+def exact_row(f, y):
+    """mpmath loss, gradient, softmax and log_softmax of one row.
+
+    600 working digits: enough that quantities like log(1 + e^-800) next to an
+    offset of 1e4 keep 50+ significant digits."""
+    with mpmath.workdps(600):
+        fs = [mpmath.mpf(float(v)) for v in f]
+        lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in fs))
+        p = [mpmath.exp(v - lse) for v in fs]
+        g = [p[k] - (1 if k == y else 0) for k in range(len(fs))]
+        return (float(lse - fs[y]), np.array([float(v) for v in g]),
+                np.array([float(v) for v in p]), np.array([float(v - lse) for v in fs]))
+
+
+def rel_ok(got, want, rtol, atol):
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    return np.all(np.abs(got - want) <= rtol * np.abs(want) + atol)
+
+
+RTOL = {np.float32: 1e-6, np.float64: 1e-13}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("offset", [-1e4, 0.0, 1e4], ids=["minus1e4", "zero", "plus1e4"])
+@pytest.mark.parametrize("spread", [1.0, 30.0, 85.0, 100.0, 700.0, 800.0])
+@pytest.mark.parametrize("C", [3, 40])
+def test_offsets_and_spreads(simd_target, dtype, offset, spread, C):
+    rng = np.random.default_rng(int(spread) + C)
+    f = (offset + rng.uniform(-spread, 0, size=C)).astype(dtype)
+    y = int(rng.integers(0, C))
+    loss, grad = cysoftmax.softmax_cross_entropy(f, y, reduction="sum")
+    want_loss, want_grad, want_p, want_logp = exact_row(f, y)
+    tiny = np.finfo(dtype).tiny
+    assert np.isfinite(loss) and np.all(np.isfinite(grad))
+    assert rel_ok(loss, want_loss, RTOL[dtype], 0), (loss, want_loss)
+    assert rel_ok(grad, want_grad, RTOL[dtype], tiny), np.abs(grad - want_grad).max()
+    assert rel_ok(cysoftmax.softmax(f), want_p, RTOL[dtype], tiny)
+    assert rel_ok(cysoftmax.log_softmax(f), want_logp, RTOL[dtype], tiny)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_tiny_loss_keeps_its_digits(simd_target, dtype):
+    """A confidently right row: loss ~ e^-60 ~ 1e-26, not 0."""
+    f = np.array([0.0, -60.0, -61.0], dtype=dtype)
+    loss, grad = cysoftmax.softmax_cross_entropy(f, 0)
+    want_loss, want_grad, _, _ = exact_row(f, 0)
+    assert want_loss > 0
+    assert rel_ok(loss, want_loss, RTOL[dtype], 0), (loss, want_loss)
+    assert rel_ok(grad, want_grad, RTOL[dtype], 0), (grad, want_grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_subnormal_probabilities(simd_target, dtype):
+    """exp(f - m) in the subnormal range is formed correctly, and below it is 0."""
+    lim = 100.0 if dtype == np.float32 else 740.0
+    f = np.array([0.0, -lim, -lim - 3, -(lim + 50)], dtype=dtype)
+    p = cysoftmax.softmax(f)
+    _, _, want_p, _ = exact_row(f, 0)
+    tiny_sub = np.finfo(dtype).smallest_subnormal
+    assert np.all(np.abs(p - want_p) <= 1e-6 * want_p + tiny_sub)
+    assert p[3] == 0 and p[1] > 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("C", [5, 40])
+def test_masked_classes(simd_target, dtype, C):
+    f = np.linspace(-2, 2, C).astype(dtype)
+    masked = np.arange(C) % 3 == 1
+    f[masked] = -np.inf
+    y = 0
+    loss, grad = cysoftmax.softmax_cross_entropy(f, y)
+    assert np.isfinite(loss)
+    assert np.all(grad[masked] == 0)
+    want_loss, want_grad, want_p, _ = exact_row(np.where(masked, -1e6, f), y)
+    assert rel_ok(loss, want_loss, RTOL[dtype], 0)
+    assert rel_ok(grad, want_grad, RTOL[dtype], 0)
+    p = cysoftmax.softmax(f)
+    assert np.all(p[masked] == 0) and abs(p.sum() - 1) < 1e-6
+    assert np.all(cysoftmax.log_softmax(f)[masked] == -np.inf)
+    # a masked target: infinite loss, gradient -1 there and P elsewhere
+    loss, grad = cysoftmax.softmax_cross_entropy(f, 1)
+    assert loss == np.inf
+    assert grad[1] == -1 and np.all(np.isfinite(grad))
+    # with label smoothing the masked classes' -log p = +inf enters the loss
+    assert cysoftmax.cross_entropy(f, 0, label_smoothing=0.1) == np.inf
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("C", [4, 40])
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "posinf"])
+def test_nan_row_is_contained(simd_target, dtype, C, bad):
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(5, C)).astype(dtype)
+    f[2, 1] = bad
+    y = np.zeros(5, dtype=int)
+    loss, grad = cysoftmax.softmax_cross_entropy(f, y, reduction="none")
+    assert np.isnan(loss[2]) and np.all(np.isnan(grad[2]))
+    rest = [0, 1, 3, 4]
+    assert np.all(np.isfinite(loss[rest])) and np.all(np.isfinite(grad[rest]))
+    l2, g2 = cysoftmax.softmax_cross_entropy(f[rest], y[rest], reduction="none")
+    np.testing.assert_array_equal(loss[rest], l2)
+    np.testing.assert_array_equal(grad[rest], g2)
+    assert np.isnan(cysoftmax.cross_entropy(f, y))
+    assert np.all(np.isnan(cysoftmax.softmax(f)[2]))
+    assert np.all(np.isfinite(cysoftmax.softmax(f)[rest]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_ties(simd_target, dtype):
+    f = np.array([[3.0, 3.0, 3.0], [1.0, 5.0, 5.0], [7.0] * 20 + [0.0]], dtype=object)
+    for row in f:
+        row = np.array(row, dtype=dtype)
+        for y in (0, len(row) - 1):
+            loss, grad = cysoftmax.softmax_cross_entropy(row, y)
+            want_loss, want_grad, _, _ = exact_row(row, y)
+            assert rel_ok(loss, want_loss, RTOL[dtype], 0)
+            assert rel_ok(grad, want_grad, RTOL[dtype], 0)
+
+
+def test_float32_is_computed_in_float32_range():
+    """Spreads far beyond float32's exp range do not overflow or produce NaN."""
+    f = np.array([[1e30, -1e30, 0.0], [-3e38, 3e38, 0.0]], dtype=np.float32)
+    loss, grad = cysoftmax.softmax_cross_entropy(f, [0, 1], reduction="none")
+    np.testing.assert_allclose(loss, [0.0, 0.0])
+    np.testing.assert_array_equal(grad, np.zeros_like(f))

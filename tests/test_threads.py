@@ -1,0 +1,131 @@
+"""Threads: bitwise determinism across thread counts, concurrent calls from Python threads,
+no memory growth, and the SIMD target override."""
+
+import concurrent.futures
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cysoftmax
+from cysoftmax import _kernels
+
+SHAPES = [(3000, 3), (1000, 10), (700, 40), (64, 1000), (9, 33000)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_bitwise_identical_for_any_thread_count(simd_target, shape, dtype):
+    rng = np.random.default_rng(shape[1])
+    scores = (rng.normal(size=shape) * 5).astype(dtype)
+    labels = rng.integers(0, shape[1], size=shape[0])
+    labels[::7] = -100
+    weight = rng.uniform(0.1, 2, size=shape[1])
+    for kw in ({}, dict(weight=weight, label_smoothing=0.1), dict(reduction="none")):
+        results = [cysoftmax.softmax_cross_entropy(scores, labels, num_threads=t, **kw)
+                   for t in (1, 2, 3, 4, 7)]
+        for loss, grad in results[1:]:
+            np.testing.assert_array_equal(loss, results[0][0])
+            np.testing.assert_array_equal(grad, results[0][1])
+        losses = [cysoftmax.cross_entropy(scores, labels, num_threads=t, **kw) for t in (1, 2, 5)]
+        for loss in losses:
+            np.testing.assert_array_equal(loss, results[0][0])
+    for fn in (cysoftmax.softmax, cysoftmax.log_softmax):
+        ref = fn(scores, num_threads=1)
+        for t in (2, 3):
+            np.testing.assert_array_equal(fn(scores, num_threads=t), ref)
+
+
+def test_concurrent_calls_from_python_threads():
+    rng = np.random.default_rng(1)
+    jobs = []
+    for i in range(24):
+        C = [3, 10, 100, 2000][i % 4]
+        dtype = [np.float32, np.float64][i % 2]
+        scores = rng.normal(size=(257, C)).astype(dtype)
+        labels = rng.integers(0, C, size=257)
+        jobs.append((scores, labels, dict(label_smoothing=0.05 * (i % 3), num_threads=1 + i % 2)))
+    serial = [cysoftmax.softmax_cross_entropy(s, y, **kw) for s, y, kw in jobs]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        for _ in range(3):
+            futures = [pool.submit(cysoftmax.softmax_cross_entropy, s, y, **kw) for s, y, kw in jobs]
+            for fut, (loss, grad) in zip(futures, serial):
+                got_loss, got_grad = fut.result()
+                np.testing.assert_array_equal(got_loss, loss)
+                np.testing.assert_array_equal(got_grad, grad)
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
+def test_no_memory_growth_over_many_calls():
+    rng = np.random.default_rng(2)
+    scores = rng.normal(size=(200, 50))
+    labels = rng.integers(0, 50, size=200)
+    weight = np.ones(50)
+    out = np.empty_like(scores)
+
+    def many(n):
+        for _ in range(n):
+            cysoftmax.softmax_cross_entropy(scores, labels, out=out, weight=weight, label_smoothing=0.1)
+            cysoftmax.cross_entropy(scores, labels, reduction="none")
+            cysoftmax.softmax(scores)
+            try:
+                cysoftmax.softmax_cross_entropy(scores, labels + 100)
+            except IndexError:
+                pass
+
+    many(200)  # warm up allocator pools
+    before = _rss_bytes()
+    many(3000)
+    grown = _rss_bytes() - before
+    assert grown < 4 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 12000 calls"
+
+
+def test_num_threads_default_and_reporting():
+    info = cysoftmax.build_info()
+    assert info["default_num_threads"] >= 1
+    assert info["target"] in info["supported_targets"]
+    assert info["supported_targets"][0] == "baseline"
+    assert cysoftmax.simd_target() == info["target"]
+
+
+@pytest.mark.parametrize("target", _kernels.supported_targets())
+def test_target_forced_by_environment(target):
+    code = "import cysoftmax; print(cysoftmax.simd_target())"
+    env = dict(os.environ, CYSOFTMAX_TARGET=target)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == target
+
+
+def test_unknown_target_in_environment_warns_and_falls_back():
+    code = "import cysoftmax; print(cysoftmax.simd_target())"
+    env = dict(os.environ, CYSOFTMAX_TARGET="sse9")
+    out = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == _kernels.supported_targets()[-1]
+    assert "CYSOFTMAX_TARGET ignored" in out.stderr
+
+
+def test_set_target_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown target"):
+        _kernels.set_target("sse9")
+    unsupported = [t for t in _kernels.targets() if t not in _kernels.supported_targets()]
+    for name in unsupported:
+        with pytest.raises(ValueError, match="cannot run"):
+            _kernels.set_target(name)
+
+
+def test_omp_num_threads_is_honoured():
+    code = "import cysoftmax; print(cysoftmax.build_info()['default_num_threads'])"
+    env = dict(os.environ, OMP_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    expected = "3" if cysoftmax.build_info()["openmp"] else "1"
+    assert out.stdout.strip() == expected

@@ -1,0 +1,55 @@
+"""The type stubs match the compiled module (mypy.stubtest), the package type-checks,
+and the docstring examples run."""
+
+import doctest
+import os
+import subprocess
+import sys
+
+import pytest
+
+import cysoftmax
+import cysoftmax._api
+
+
+def test_docstring_examples_run():
+    failures, tried = doctest.testmod(cysoftmax._api, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert tried >= 4
+    assert failures == 0
+
+
+def test_stubs_match_compiled_module(tmp_path):
+    pytest.importorskip("mypy")
+    pkg_dir = os.path.dirname(os.path.dirname(cysoftmax.__file__))
+    env = dict(os.environ, MYPYPATH="", PYTHONPATH=pkg_dir)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "cysoftmax._kernels", "--mypy-config-file",
+         os.devnull, "--ignore-missing-stub"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _mypy_env(pkg_dir):
+    """An installed package is found by mypy itself; a source checkout needs MYPYPATH
+    (mypy refuses site-packages there)."""
+    env = dict(os.environ)
+    env.pop("MYPYPATH", None)
+    if os.path.basename(pkg_dir) not in ("site-packages", "dist-packages"):
+        env["MYPYPATH"] = pkg_dir
+    return env
+
+
+def test_public_api_type_checks(tmp_path):
+    pytest.importorskip("mypy")
+    user = tmp_path / "user.py"
+    user.write_text(
+        "import numpy as np\nimport cysoftmax\n"
+        "loss, grad = cysoftmax.softmax_cross_entropy(np.zeros((2, 3)), [0, 1])\n"
+        "p: np.ndarray = cysoftmax.softmax(np.zeros(3))\n"
+    )
+    pkg_dir = os.path.dirname(os.path.dirname(cysoftmax.__file__))
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict-optional", str(user)],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env=_mypy_env(pkg_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
