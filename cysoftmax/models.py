@@ -1,0 +1,741 @@
+"""Softmax classifiers trained by gradient descent, after the CS231n case study.
+
+* :func:`linear_softmax_loss` -- loss and gradients of ``scores = X @ W + b``
+  with L2 regularisation, the building block of a linear softmax classifier.
+* :func:`two_layer_softmax_loss` -- the same for
+  ``scores = relu(X @ W1 + b1) @ W2 + b2``.
+* :class:`SoftmaxClassifier` and :class:`TwoLayerNet` -- estimators with the
+  scikit-learn conventions (``fit``/``predict``/``predict_proba``/``score``,
+  ``get_params``/``set_params``) trained by (minibatch) gradient descent.
+
+In every case the loss of the output layer and its gradient with respect to
+the scores come from the compiled kernel
+:func:`cysoftmax.softmax_cross_entropy`; the layers around it are NumPy (BLAS)
+matrix products. The training loops work in float64 on preallocated buffers:
+the kernel writes the gradient over the score buffer (``out=``), the products
+write into their outputs (``np.dot(..., out=...)``) and the ReLU mask is
+applied in place, so an iteration allocates almost nothing.
+
+Regularisation follows the notes: the loss gets ``0.5 * reg * sum(W**2)`` for
+each weight matrix (biases are not regularised) and the gradient ``reg * W``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import warnings
+
+import numpy as np
+
+# The package is looked up at call time, so this module can be imported while
+# ``cysoftmax/__init__.py`` is still running (it re-exports names from here).
+import cysoftmax as _core
+
+__all__ = [
+    "NotFittedError",
+    "SoftmaxClassifier",
+    "TwoLayerNet",
+    "linear_softmax_loss",
+    "two_layer_softmax_loss",
+]
+
+_LOSS_OPTIONS = ("reduction", "weight", "ignore_index", "label_smoothing", "num_threads")
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when an estimator is used for prediction before ``fit``."""
+
+
+# --------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------
+
+
+def _check_X(X, *, dtype=np.float64, name="X"):
+    """Return ``X`` as a finite, C-contiguous 2-D array of ``dtype``."""
+    arr = np.asarray(X)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must hold real numbers, got an array of dtype {arr.dtype}"
+        )
+    if arr.ndim != 2:
+        hint = " (reshape a single feature with X.reshape(-1, 1))" if arr.ndim == 1 else ""
+        raise ValueError(
+            f"{name} must be a 2-D array of shape (n_samples, n_features), "
+            f"got a {arr.ndim}-D array of shape {arr.shape}{hint}"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one sample and one feature, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr
+
+
+def _check_lengths(X, y):
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(
+            "X and y have inconsistent numbers of samples: "
+            f"X has {X.shape[0]} rows, y has {y.shape[0]} labels"
+        )
+
+
+def _check_labels(y, X):
+    """Return ``y`` as 1-D intp class indices for the kernel (linear_softmax_loss)."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"y must be a 1-D array of class indices, got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        raise TypeError(
+            f"y must hold integer class indices 0 .. n_classes - 1, got dtype {arr.dtype}"
+        )
+    _check_lengths(X, arr)
+    return np.ascontiguousarray(arr, dtype=np.intp)
+
+
+def _encode_targets(y, X):
+    """Map arbitrary labels to indices 0..C-1; return ``(classes, indices)``."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"y must be a 1-D array of labels, got shape {arr.shape}")
+    _check_lengths(X, arr)
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        raise ValueError("y contains NaN or infinity")
+    classes, indices = np.unique(arr, return_inverse=True)
+    if classes.shape[0] < 2:
+        raise ValueError(
+            f"y must contain at least 2 classes, got {classes.shape[0]}: {classes.tolist()}"
+        )
+    return classes, np.ascontiguousarray(indices.reshape(-1), dtype=np.intp)
+
+
+def _check_reg(reg):
+    if isinstance(reg, bool) or not isinstance(reg, numbers.Real):
+        raise TypeError(f"reg must be a real number, got {type(reg).__name__}")
+    reg = float(reg)
+    if not np.isfinite(reg) or reg < 0:
+        raise ValueError(f"reg must be finite and >= 0, got {reg!r}")
+    return reg
+
+
+def _check_positive_int(name, value, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        kind = "an int or None" if allow_none else "an int"
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _check_positive_real(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return value
+
+
+def _check_loss_options(options):
+    """Keyword arguments forwarded to the kernel; the loss must be a scalar."""
+    unknown = sorted(set(options) - set(_LOSS_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"the loss options are {', '.join(_LOSS_OPTIONS)}"
+        )
+    reduction = options.get("reduction", "mean")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(
+            f"reduction must be 'mean' or 'sum' here (the loss is a scalar "
+            f"objective), got {reduction!r}"
+        )
+    return options
+
+
+# --------------------------------------------------------------------------
+# workspaces: one forward/backward pass on preallocated buffers
+# --------------------------------------------------------------------------
+
+
+class _LinearWorkspace:
+    """Buffers and the pass for ``scores = X @ W + b`` on up to ``n_rows`` rows."""
+
+    def __init__(self, n_rows, n_features, n_classes, dtype=np.float64):
+        self.S = np.empty((n_rows, n_classes), dtype)  # scores, then dloss/dscores
+        self.dW = np.empty((n_features, n_classes), dtype)
+        self.db = np.empty(n_classes, dtype)
+
+    def loss_grad(self, X, y, W, b, reg, options):
+        """Loss; leaves ``dW``/``db`` (regularisation included) in the buffers."""
+        S = self.S[: X.shape[0]]
+        np.dot(X, W, out=S)
+        if b is not None:
+            S += b
+        loss, _ = _core.softmax_cross_entropy(S, y, out=S, **options)
+        np.dot(X.T, S, out=self.dW)
+        np.sum(S, axis=0, out=self.db)
+        if reg:
+            loss += 0.5 * reg * float(np.vdot(W, W))
+            self.dW += reg * W
+        return float(loss)
+
+    def step(self, X, y, W, b, reg, lr, options):
+        """One gradient-descent update of ``W`` and ``b`` in place; returns the loss."""
+        loss = self.loss_grad(X, y, W, b, reg, options)
+        self.dW *= lr
+        W -= self.dW
+        self.db *= lr
+        b -= self.db
+        return loss
+
+
+class _TwoLayerWorkspace:
+    """Buffers and the pass for ``scores = relu(X @ W1 + b1) @ W2 + b2``.
+
+    The first layer's bias rides in its matrix product: the pass takes
+    ``X1 = [X, 1]`` (a column of ones appended) and ``A1 = [[W1], [b1]]``
+    (``b1`` as the last row), so ``X1 @ A1 = X @ W1 + b1`` and ``X1.T @ dH``
+    is ``[[dW1], [db1]]``. That saves two passes over the (n, hidden)
+    activations per iteration.
+    """
+
+    def __init__(self, n_rows, n_features, n_hidden, n_classes, dtype=np.float64):
+        self.H = np.empty((n_rows, n_hidden), dtype)  # hidden activations
+        self.M = np.empty((n_rows, n_hidden), np.bool_)  # ReLU mask
+        self.dH = np.empty((n_rows, n_hidden), dtype)
+        self.S = np.empty((n_rows, n_classes), dtype)  # scores, then dloss/dscores
+        self.ones = np.ones(n_rows, dtype)
+        self.dA1 = np.empty((n_features + 1, n_hidden), dtype)  # [[dW1], [db1]]
+        self.dW2 = np.empty((n_hidden, n_classes), dtype)
+        self.db2 = np.empty(n_classes, dtype)
+
+    def loss_grad(self, X1, y, A1, W2, b2, reg, options):
+        m = X1.shape[0]
+        H, M, dH, S = self.H[:m], self.M[:m], self.dH[:m], self.S[:m]
+        # forward
+        np.dot(X1, A1, out=H)  # X @ W1 + b1
+        np.greater(H, 0.0, out=M)
+        np.multiply(H, M, out=H)  # ReLU; the mask is kept for the backward pass
+        np.dot(H, W2, out=S)
+        S += b2
+        # output layer: the kernel overwrites the scores with dloss/dscores
+        loss, _ = _core.softmax_cross_entropy(S, y, out=S, **options)
+        # backward
+        np.dot(H.T, S, out=self.dW2)
+        np.dot(self.ones[:m], S, out=self.db2)  # column sums, as a BLAS gemv
+        np.dot(S, W2.T, out=dH)
+        np.multiply(dH, M, out=dH)  # through the ReLU
+        np.dot(X1.T, dH, out=self.dA1)
+        if reg:
+            W1, dW1 = A1[:-1], self.dA1[:-1]
+            loss += 0.5 * reg * (float(np.vdot(W1, W1)) + float(np.vdot(W2, W2)))
+            dW1 += reg * W1
+            self.dW2 += reg * W2
+        return float(loss)
+
+    def step(self, X1, y, A1, W2, b2, reg, lr, options):
+        loss = self.loss_grad(X1, y, A1, W2, b2, reg, options)
+        for p, g in ((A1, self.dA1), (W2, self.dW2), (b2, self.db2)):
+            g *= lr
+            p -= g
+        return loss
+
+
+def _append_ones(X):
+    """``[X, 1]``: X with a column of ones appended (C-contiguous)."""
+    X1 = np.empty((X.shape[0], X.shape[1] + 1), dtype=X.dtype)
+    X1[:, :-1] = X
+    X1[:, -1] = 1.0
+    return X1
+
+
+def _work_dtype(*arrays):
+    return np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
+
+
+def _check_matrix(name, value, shape, dtype):
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _check_weight_matrix(name, W, n_in, what):
+    W = np.asarray(W)
+    if W.ndim != 2 or W.shape[0] != n_in or W.shape[1] < 1:
+        raise ValueError(
+            f"{name} must have shape ({n_in}, {what}) to match the {n_in} "
+            f"input columns, got shape {W.shape}"
+        )
+    return W
+
+
+def _check_bias(name, b, n_out, dtype):
+    """Accept ``(n_out,)`` or ``(1, n_out)``; return a 1-D array and the shape given."""
+    if b is None:
+        return None, (n_out,)
+    arr = np.asarray(b)
+    if arr.shape not in ((n_out,), (1, n_out)):
+        raise ValueError(f"{name} must have shape ({n_out},) or (1, {n_out}), got {arr.shape}")
+    return np.ascontiguousarray(arr.reshape(n_out), dtype=dtype), arr.shape
+
+
+# --------------------------------------------------------------------------
+# loss functions
+# --------------------------------------------------------------------------
+
+
+def linear_softmax_loss(W, X, y, b=None, reg=0.0, **loss_options):
+    """Softmax cross-entropy of a linear classifier and its gradients.
+
+    ``scores = X @ W + b``; ``loss = cross_entropy(scores, y) + 0.5 * reg *
+    sum(W**2)``. The cross-entropy and ``dloss/dscores`` come from
+    :func:`cysoftmax.softmax_cross_entropy`; then ``dW = X.T @ dscores +
+    reg * W`` and ``db = dscores.sum(axis=0)``.
+
+    Parameters
+    ----------
+    W : array of shape (n_features, n_classes)
+    X : array of shape (n_samples, n_features), finite
+    y : int array of shape (n_samples,)
+        Class indices in ``0 .. n_classes - 1`` (or ``ignore_index``).
+    b : array of shape (n_classes,) or (1, n_classes), optional
+        Bias; ``None`` means no bias (zero).
+    reg : float, default 0.0
+        L2 strength; the biases are not regularised.
+    **loss_options
+        ``reduction`` (``"mean"``, the default, or ``"sum"``; ``"none"`` is
+        rejected because the loss must be a scalar), ``weight``,
+        ``ignore_index``, ``label_smoothing`` and ``num_threads``, passed to
+        the kernel with its semantics.
+
+    Returns
+    -------
+    loss : float
+    dW : ndarray, shape of ``W``
+    db : ndarray, shape of ``b`` (``(n_classes,)`` when ``b`` is None: the
+        gradient with respect to a zero bias)
+
+    The computation runs in float32 when ``X``, ``W`` (and ``b``) are all
+    float32, otherwise in float64.
+    """
+    options = _check_loss_options(loss_options)
+    X_arr = np.asarray(X)
+    W_arr = np.asarray(W)
+    arrays = [X_arr, W_arr] + ([np.asarray(b)] if b is not None else [])
+    dtype = _work_dtype(*arrays)
+    X = _check_X(X_arr, dtype=dtype)
+    n_features = X.shape[1]
+    W = _check_weight_matrix("W", W_arr, n_features, "n_classes")
+    W = _check_matrix("W", W, W.shape, dtype)
+    n_classes = W.shape[1]
+    b, b_shape = _check_bias("b", b, n_classes, dtype)
+    y = _check_labels(y, X)
+    reg = _check_reg(reg)
+
+    ws = _LinearWorkspace(X.shape[0], n_features, n_classes, dtype)
+    loss = ws.loss_grad(X, y, W, b, reg, options)
+    return loss, ws.dW, ws.db.reshape(b_shape)
+
+
+def two_layer_softmax_loss(W1, b1, W2, b2, X, y, reg=0.0, **loss_options):
+    """Softmax cross-entropy of a two-layer ReLU network and its gradients.
+
+    ``hidden = max(0, X @ W1 + b1)``, ``scores = hidden @ W2 + b2``,
+    ``loss = cross_entropy(scores, y) + 0.5 * reg * (sum(W1**2) + sum(W2**2))``.
+    This is the pass that :class:`TwoLayerNet` trains with.
+
+    Parameters
+    ----------
+    W1 : array of shape (n_features, n_hidden)
+    b1 : array of shape (n_hidden,) or (1, n_hidden)
+    W2 : array of shape (n_hidden, n_classes)
+    b2 : array of shape (n_classes,) or (1, n_classes)
+    X, y, reg, **loss_options
+        As in :func:`linear_softmax_loss`.
+
+    Returns
+    -------
+    loss : float
+    dW1, db1, dW2, db2 : ndarrays shaped like the parameters
+
+    Computed in float32 when all arrays are float32, else in float64.
+    """
+    options = _check_loss_options(loss_options)
+    X_arr, W1_arr, W2_arr = np.asarray(X), np.asarray(W1), np.asarray(W2)
+    dtype = _work_dtype(X_arr, W1_arr, W2_arr, np.asarray(b1), np.asarray(b2))
+    X = _check_X(X_arr, dtype=dtype)
+    W1 = _check_weight_matrix("W1", W1_arr, X.shape[1], "n_hidden")
+    W1 = _check_matrix("W1", W1, W1.shape, dtype)
+    n_hidden = W1.shape[1]
+    W2 = _check_weight_matrix("W2", W2_arr, n_hidden, "n_classes")
+    W2 = _check_matrix("W2", W2, W2.shape, dtype)
+    n_classes = W2.shape[1]
+    b1, b1_shape = _check_bias("b1", b1, n_hidden, dtype)
+    b2, b2_shape = _check_bias("b2", b2, n_classes, dtype)
+    y = _check_labels(y, X)
+    reg = _check_reg(reg)
+
+    A1 = np.vstack([W1, np.zeros(n_hidden, dtype) if b1 is None else b1])
+    ws = _TwoLayerWorkspace(X.shape[0], X.shape[1], n_hidden, n_classes, dtype)
+    loss = ws.loss_grad(_append_ones(X), y, A1, W2, b2 if b2 is not None else 0.0,
+                        reg, options)
+    dW1, db1 = ws.dA1[:-1], ws.dA1[-1]
+    return loss, dW1, db1.reshape(b1_shape), ws.dW2, ws.db2.reshape(b2_shape)
+
+
+# --------------------------------------------------------------------------
+# estimators
+# --------------------------------------------------------------------------
+
+
+class _SoftmaxEstimator:
+    """Shared machinery: parameters, validation, the training loop, prediction."""
+
+    _fitted_attribute = "classes_"
+
+    def _set_fitted(self, weights):
+        for name, value in weights.items():
+            setattr(self, name, value)
+
+    # -- parameters (scikit-learn protocol) --------------------------------
+
+    @classmethod
+    def _get_param_names(cls):
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.name != "self"]
+
+    def get_params(self, deep=True):
+        """Constructor parameters as a dict (``deep`` is accepted and ignored)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params):
+        """Set constructor parameters; returns ``self``. Takes effect at the next ``fit``."""
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"Invalid parameter {name!r} for estimator {type(self).__name__}; "
+                    f"valid parameters are: {', '.join(valid)}"
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def _training_matrix(self, X):
+        return X
+
+    def _check_common_params(self):
+        return dict(
+            reg=_check_reg(self.reg),
+            learning_rate=_check_positive_real("learning_rate", self.learning_rate),
+            max_iter=_check_positive_int("max_iter", self.max_iter),
+            batch_size=_check_positive_int("batch_size", self.batch_size, allow_none=True),
+            verbose=_check_verbose(self.verbose),
+        )
+
+    # -- training ------------------------------------------------------------
+
+    def fit(self, X, y):
+        """Train from scratch on ``X`` (n_samples, n_features) and labels ``y``.
+
+        ``y`` may hold any sortable labels (ints, strings, ...); they are
+        stored sorted in ``classes_``. Returns ``self``.
+        """
+        params = self._check_params()
+        X = _check_X(X)
+        classes, y_idx = _encode_targets(y, X)
+        rng = np.random.default_rng(self.seed)
+        n_features = X.shape[1]
+        weights = self._init_parameters(n_features, classes.shape[0], params, rng)
+        n_rows = X.shape[0] if params["batch_size"] is None else min(params["batch_size"], X.shape[0])
+        step = self._make_step(weights, n_rows, n_features, classes.shape[0], params)
+        history = _train(step, self._training_matrix(X), y_idx, params, rng,
+                         type(self).__name__)
+        _warn_if_diverged(history, type(self).__name__)
+        # only a completed fit replaces the fitted state
+        self._set_fitted(weights)
+        self.classes_ = classes
+        self.n_features_in_ = X.shape[1]
+        self.loss_history_ = history
+        self.n_iter_ = history.shape[0]
+        return self
+
+    # -- prediction ----------------------------------------------------------
+
+    def _check_is_fitted(self, method):
+        if not hasattr(self, self._fitted_attribute):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet; call "
+                f"'fit' with appropriate arguments before using '{method}'."
+            )
+
+    def _check_predict_X(self, X, method):
+        self._check_is_fitted(method)
+        X = _check_X(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} was "
+                f"fitted with {self.n_features_in_} features"
+            )
+        return X
+
+    def decision_function(self, X):
+        """Class scores (logits), shape (n_samples, n_classes), columns in ``classes_`` order."""
+        X = self._check_predict_X(X, "decision_function")
+        return self._scores(X)
+
+    def predict_proba(self, X):
+        """Class probabilities ``softmax(scores)``; each row sums to 1."""
+        X = self._check_predict_X(X, "predict_proba")
+        scores = self._scores(X)
+        return _core.softmax(scores, out=scores)
+
+    def predict(self, X):
+        """The most probable class label for each row of ``X``."""
+        X = self._check_predict_X(X, "predict")
+        return self.classes_[np.argmax(self._scores(X), axis=1)]
+
+    def score(self, X, y):
+        """Mean accuracy of ``predict(X)`` against ``y``."""
+        pred = self.predict(X)
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"y must be a 1-D array of labels, got shape {y.shape}")
+        if y.shape[0] != pred.shape[0]:
+            raise ValueError(
+                "X and y have inconsistent numbers of samples: "
+                f"X has {pred.shape[0]} rows, y has {y.shape[0]} labels"
+            )
+        return float(np.mean(pred == y))
+
+
+def _check_verbose(verbose):
+    if isinstance(verbose, bool):
+        return int(verbose)
+    if not isinstance(verbose, numbers.Integral) or verbose < 0:
+        raise ValueError(f"verbose must be an int >= 0, got {verbose!r}")
+    return int(verbose)
+
+
+def _train(step, X, y, params, rng, name):
+    """Run ``max_iter`` iterations (full batch) or epochs (minibatch).
+
+    ``step(Xb, yb)`` performs one update and returns the loss before it.
+    Returns the loss history: per iteration for full-batch training, the
+    row-weighted mean of the minibatch losses of each epoch otherwise.
+    """
+    n = X.shape[0]
+    max_iter, verbose = params["max_iter"], params["verbose"]
+    batch = params["batch_size"]
+    history = np.empty(max_iter, dtype=np.float64)
+    unit = "iteration"
+    if batch is None or batch >= n:
+        for it in range(max_iter):
+            history[it] = step(X, y)
+            if verbose and it % verbose == 0:
+                print(f"{name} {unit} {it}: loss {history[it]:.6f}", flush=True)
+        return history
+
+    unit = "epoch"
+    Xb = np.empty((batch, X.shape[1]), dtype=X.dtype)
+    yb = np.empty(batch, dtype=y.dtype)
+    for epoch in range(max_iter):
+        order = rng.permutation(n)
+        total = 0.0
+        for start in range(0, n, batch):
+            idx = order[start : start + batch]
+            m = idx.shape[0]
+            np.take(X, idx, axis=0, out=Xb[:m])
+            np.take(y, idx, out=yb[:m])
+            total += step(Xb[:m], yb[:m]) * m
+        history[epoch] = total / n
+        if verbose and epoch % verbose == 0:
+            print(f"{name} {unit} {epoch}: loss {history[epoch]:.6f}", flush=True)
+    return history
+
+
+def _warn_if_diverged(history, name):
+    if not np.isfinite(history[-1]):
+        warnings.warn(
+            f"{name} training diverged (the loss is {history[-1]}); "
+            "try a smaller learning_rate",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+class SoftmaxClassifier(_SoftmaxEstimator):
+    """Linear softmax classifier ``scores = X @ W + b`` trained by gradient descent.
+
+    The first model of the CS231n case study. Each iteration computes the
+    loss and gradients with the compiled kernel (see
+    :func:`linear_softmax_loss`) and takes the step ``W -= learning_rate *
+    dW``, ``b -= learning_rate * db``. Weights start at ``0.01 *
+    standard_normal``, biases at zero.
+
+    Parameters
+    ----------
+    reg : float, default 1e-3
+        L2 strength: the loss gets ``0.5 * reg * sum(W**2)``.
+    learning_rate : float, default 1.0
+        Step size, > 0.
+    max_iter : int, default 200
+        Full-batch gradient steps, or epochs (passes over the data) when
+        ``batch_size`` is set.
+    batch_size : int or None, default None
+        ``None`` is full-batch gradient descent. An int switches to minibatch
+        SGD: each epoch visits the rows in a fresh random order (drawn from
+        the seeded generator) in batches of this size (the last may be
+        smaller; a size larger than the data means full batch).
+    seed : None, int, numpy.random.SeedSequence or numpy.random.Generator
+        Seeds ``numpy.random.default_rng`` for the initial weights and the
+        minibatch order. An int gives the same model on every fit; ``None``
+        gives fresh randomness; a ``Generator`` is advanced by each fit.
+    verbose : int, default 0
+        When > 0, print the loss every ``verbose`` iterations (epochs).
+
+    Attributes
+    ----------
+    W_ : ndarray of shape (n_features, n_classes)
+        Weights in the notes' layout.
+    b_ : ndarray of shape (n_classes,)
+    coef_ : ndarray of shape (n_classes, n_features)
+        ``W_.T`` (a view), scikit-learn's layout.
+    intercept_ : ndarray of shape (n_classes,)
+        Same array as ``b_``.
+    classes_ : ndarray of shape (n_classes,)
+        Sorted distinct labels seen in ``fit``.
+    n_features_in_ : int
+    loss_history_ : ndarray of shape (max_iter,)
+        Loss (data + regularisation) before each update; for minibatch
+        training, the mean minibatch loss of each epoch.
+    n_iter_ : int
+    """
+
+    def __init__(self, reg=1e-3, learning_rate=1.0, max_iter=200, batch_size=None,
+                 seed=None, verbose=0):
+        self.reg = reg
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.seed = seed
+        self.verbose = verbose
+
+    def _check_params(self):
+        return self._check_common_params()
+
+    def _init_parameters(self, n_features, n_classes, params, rng):
+        W = 0.01 * rng.standard_normal((n_features, n_classes))
+        b = np.zeros(n_classes)
+        return {"W_": W, "b_": b, "coef_": W.T, "intercept_": b}
+
+    def _make_step(self, weights, n_rows, n_features, n_classes, params):
+        ws = _LinearWorkspace(n_rows, n_features, n_classes)
+        W, b = weights["W_"], weights["b_"]
+        reg, lr = params["reg"], params["learning_rate"]
+        options = {}
+
+        def step(X, y):
+            return ws.step(X, y, W, b, reg, lr, options)
+
+        return step
+
+    def _scores(self, X):
+        scores = np.dot(X, self.W_)
+        scores += self.b_
+        return scores
+
+
+class TwoLayerNet(_SoftmaxEstimator):
+    """Two-layer ReLU network ``relu(X @ W1 + b1) @ W2 + b2`` with a softmax output.
+
+    The second model of the CS231n case study, trained by gradient descent.
+    The output layer's loss and ``dloss/dscores`` come from the compiled
+    kernel, written in place over the score buffer; the rest of the pass
+    (see :func:`two_layer_softmax_loss`) runs on preallocated float64 buffers.
+    Weights start at ``0.01 * standard_normal`` (``W1`` drawn first, then
+    ``W2``, from the seeded generator), biases at zero.
+
+    Parameters
+    ----------
+    hidden_size : int, default 100
+        Width of the hidden layer.
+    reg : float, default 1e-3
+        L2 strength: the loss gets ``0.5 * reg * (sum(W1**2) + sum(W2**2))``.
+    learning_rate : float, default 1.0
+    max_iter : int, default 10000
+        Full-batch steps, or epochs when ``batch_size`` is set.
+    batch_size, seed, verbose
+        As in :class:`SoftmaxClassifier`.
+
+    Attributes
+    ----------
+    W1_ : ndarray of shape (n_features, hidden_size)
+    b1_ : ndarray of shape (hidden_size,)
+        Views of one array ``[[W1_], [b1_]]``: the training loop folds the
+        first bias into the first matrix product.
+    W2_ : ndarray of shape (hidden_size, n_classes)
+    b2_ : ndarray of shape (n_classes,)
+    coefs_ : list ``[W1_, W2_]`` and ``intercepts_`` : list ``[b1_, b2_]``
+        The same arrays, in the layout of scikit-learn's ``MLPClassifier``.
+    classes_, n_features_in_, loss_history_, n_iter_
+        As in :class:`SoftmaxClassifier`.
+    """
+
+    def __init__(self, hidden_size=100, reg=1e-3, learning_rate=1.0, max_iter=10000,
+                 batch_size=None, seed=None, verbose=0):
+        self.hidden_size = hidden_size
+        self.reg = reg
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.seed = seed
+        self.verbose = verbose
+
+    def _check_params(self):
+        params = self._check_common_params()
+        params["hidden_size"] = _check_positive_int("hidden_size", self.hidden_size)
+        return params
+
+    def _init_parameters(self, n_features, n_classes, params, rng):
+        h = params["hidden_size"]
+        # W1 and b1 share one array: [[W1], [b1]] (see _TwoLayerWorkspace)
+        A1 = np.zeros((n_features + 1, h))
+        A1[:-1] = 0.01 * rng.standard_normal((n_features, h))
+        W1, b1 = A1[:-1], A1[-1]
+        W2 = 0.01 * rng.standard_normal((h, n_classes))
+        b2 = np.zeros(n_classes)
+        return {"W1_": W1, "b1_": b1, "W2_": W2, "b2_": b2,
+                "coefs_": [W1, W2], "intercepts_": [b1, b2], "_A1": A1}
+
+    def _training_matrix(self, X):
+        return _append_ones(X)
+
+    def _make_step(self, weights, n_rows, n_features, n_classes, params):
+        ws = _TwoLayerWorkspace(n_rows, n_features, params["hidden_size"], n_classes)
+        A1, W2, b2 = weights["_A1"], weights["W2_"], weights["b2_"]
+        reg, lr = params["reg"], params["learning_rate"]
+        options = {}
+
+        def step(X1, y):
+            return ws.step(X1, y, A1, W2, b2, reg, lr, options)
+
+        return step
+
+    def _scores(self, X):
+        hidden = np.dot(X, self.W1_)
+        hidden += self.b1_
+        np.maximum(hidden, 0.0, out=hidden)
+        scores = np.dot(hidden, self.W2_)
+        scores += self.b2_
+        return scores
