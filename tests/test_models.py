@@ -1,0 +1,566 @@
+"""Linear and two-layer softmax models: gradients by finite differences, estimator
+conventions, the spiral data set and bad input."""
+
+import numpy as np
+import pytest
+
+import cysoftmax
+from cysoftmax import datasets
+from cysoftmax.models import (
+    NotFittedError,
+    SoftmaxClassifier,
+    TwoLayerNet,
+    linear_softmax_loss,
+    two_layer_softmax_loss,
+)
+
+# ----------------------------------------------------------------- helpers
+
+
+def central_difference(f, x, h=1e-6):
+    """d f / d x by central differences, perturbing ``x`` in place (float64)."""
+    grad = np.empty_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        orig = flat[i]
+        flat[i] = orig + h
+        fp = f()
+        flat[i] = orig - h
+        fm = f()
+        flat[i] = orig
+        gflat[i] = (fp - fm) / (2 * h)
+    return grad
+
+
+@pytest.fixture
+def problem():
+    """A small float64 problem: X (9, 4), labels of 5 classes, linear and 2-layer weights."""
+    rng = np.random.default_rng(7)
+    n, d, h, c = 9, 4, 6, 5
+    return {
+        "X": rng.normal(size=(n, d)),
+        "y": rng.integers(0, c, size=n),
+        "W": rng.normal(size=(d, c)),
+        "b": rng.normal(size=c),
+        "W1": rng.normal(size=(d, h)),
+        "b1": rng.normal(size=h),
+        "W2": rng.normal(size=(h, c)),
+        "b2": rng.normal(size=c),
+    }
+
+
+LOSS_OPTIONS = [
+    pytest.param({}, id="plain"),
+    pytest.param({"reduction": "sum"}, id="sum"),
+    pytest.param({"weight": np.array([0.5, 2.0, 1.0, 0.1, 3.0])}, id="class-weight"),
+    pytest.param({"label_smoothing": 0.2}, id="label-smoothing"),
+    pytest.param({"weight": np.array([0.5, 2.0, 1.0, 0.1, 3.0]), "label_smoothing": 0.1,
+                  "reduction": "sum"}, id="weight+smoothing+sum"),
+    pytest.param({"ignore_index": -1}, id="ignore-index"),
+]
+
+
+def _labels_for(options, y):
+    if "ignore_index" in options:
+        y = y.copy()
+        y[[1, 4]] = options["ignore_index"]
+    return y
+
+
+# ------------------------------------------------ linear_softmax_loss
+
+
+@pytest.mark.parametrize("reg", [0.0, 0.3], ids=["reg0", "reg0.3"])
+@pytest.mark.parametrize("options", LOSS_OPTIONS)
+def test_linear_loss_gradients_match_central_differences(problem, options, reg):
+    X, W, b = problem["X"], problem["W"].copy(), problem["b"].copy()
+    y = _labels_for(options, problem["y"])
+    loss, dW, db = linear_softmax_loss(W, X, y, b=b, reg=reg, **options)
+
+    def f():
+        return linear_softmax_loss(W, X, y, b=b, reg=reg, **options)[0]
+
+    np.testing.assert_allclose(dW, central_difference(f, W), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(db, central_difference(f, b), rtol=1e-6, atol=1e-8)
+    assert f() == loss  # the perturbations were undone
+
+
+def test_linear_loss_is_cross_entropy_plus_l2(problem):
+    X, y, W, b = problem["X"], problem["y"], problem["W"], problem["b"]
+    loss, dW, db = linear_softmax_loss(W, X, y, b=b, reg=0.25)
+    expected = cysoftmax.cross_entropy(X @ W + b, y) + 0.5 * 0.25 * np.sum(W * W)
+    assert loss == pytest.approx(float(expected), rel=1e-12)
+    assert isinstance(loss, float)
+    # the notes' formulas: dscores = P - onehot, / N
+    scores = X @ W + b
+    P = np.exp(scores - scores.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    P[np.arange(len(y)), y] -= 1
+    P /= len(y)
+    np.testing.assert_allclose(dW, X.T @ P + 0.25 * W, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(db, P.sum(axis=0), rtol=1e-12, atol=1e-15)
+
+
+def test_linear_loss_bias_shapes(problem):
+    X, y, W, b = problem["X"], problem["y"], problem["W"], problem["b"]
+    _, _, db_row = linear_softmax_loss(W, X, y, b=b[None, :])
+    assert db_row.shape == (1, 5)
+    loss0, dW0, db0 = linear_softmax_loss(W, X, y)  # no bias: gradient for a zero bias
+    loss1, dW1, db1 = linear_softmax_loss(W, X, y, b=np.zeros(5))
+    assert db0.shape == (5,)
+    assert loss0 == loss1
+    np.testing.assert_array_equal(dW0, dW1)
+    np.testing.assert_array_equal(db0, db1)
+
+
+def test_linear_loss_float32(problem):
+    X, y, W, b = problem["X"], problem["y"], problem["W"], problem["b"]
+    loss64, dW64, db64 = linear_softmax_loss(W, X, y, b=b, reg=0.1)
+    loss32, dW32, db32 = linear_softmax_loss(W.astype(np.float32), X.astype(np.float32), y,
+                                             b=b.astype(np.float32), reg=0.1)
+    assert dW32.dtype == np.float32 and db32.dtype == np.float32
+    assert loss32 == pytest.approx(loss64, rel=1e-5)
+    np.testing.assert_allclose(dW32, dW64, rtol=1e-4, atol=1e-5)
+    # mixed precision computes in float64
+    assert linear_softmax_loss(W.astype(np.float32), X, y)[1].dtype == np.float64
+
+
+def test_linear_loss_does_not_modify_inputs(problem):
+    arrays = {k: problem[k].copy() for k in ("X", "y", "W", "b")}
+    linear_softmax_loss(problem["W"], problem["X"], problem["y"], b=problem["b"], reg=1.0)
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(problem[k], v)
+
+
+# ------------------------------------------------ two_layer_softmax_loss
+
+
+@pytest.mark.parametrize("reg", [0.0, 0.3], ids=["reg0", "reg0.3"])
+@pytest.mark.parametrize("options", LOSS_OPTIONS)
+def test_two_layer_gradients_match_central_differences(problem, options, reg):
+    X = problem["X"]
+    params = [problem[k].copy() for k in ("W1", "b1", "W2", "b2")]
+    y = _labels_for(options, problem["y"])
+    # no hidden pre-activation may sit within the step of the ReLU kink
+    pre = X @ params[0] + params[1]
+    assert np.abs(pre).min() > 1e-4
+
+    loss, *grads = two_layer_softmax_loss(*params, X, y, reg=reg, **options)
+
+    def f():
+        return two_layer_softmax_loss(*params, X, y, reg=reg, **options)[0]
+
+    for name, p, g in zip(("dW1", "db1", "dW2", "db2"), params, grads):
+        assert g.shape == p.shape, name
+        np.testing.assert_allclose(g, central_difference(f, p), rtol=1e-6, atol=1e-8,
+                                   err_msg=name)
+
+
+def test_two_layer_loss_matches_plain_numpy(problem):
+    X, y = problem["X"], problem["y"]
+    W1, b1, W2, b2 = (problem[k] for k in ("W1", "b1", "W2", "b2"))
+    loss, dW1, db1, dW2, db2 = two_layer_softmax_loss(W1, b1, W2, b2, X, y, reg=0.1)
+    hidden = np.maximum(0, X @ W1 + b1)
+    scores = hidden @ W2 + b2
+    expected = cysoftmax.cross_entropy(scores, y) + 0.05 * (np.sum(W1**2) + np.sum(W2**2))
+    assert loss == pytest.approx(float(expected), rel=1e-12)
+    assert db1.shape == (6,) and db2.shape == (5,)
+
+
+def test_two_layer_net_takes_gradient_steps(problem):
+    """The seeded init is 0.01 * randn (W1, then W2), zero biases; an iteration of
+    TwoLayerNet.fit is W -= learning_rate * gradient."""
+    X, y = problem["X"], problem["y"]
+    rng = np.random.default_rng(3)
+    init = [0.01 * rng.standard_normal((4, 6)), np.zeros(6),
+            0.01 * rng.standard_normal((6, 5)), np.zeros(5)]
+    net = TwoLayerNet(hidden_size=6, max_iter=1, learning_rate=0.7, reg=0.2, seed=3).fit(X, y)
+    loss, *grads = two_layer_softmax_loss(*init, X, y, reg=0.2)
+    assert net.loss_history_[0] == pytest.approx(loss, rel=1e-12)
+    for p0, g, p in zip(init, grads, (net.W1_, net.b1_, net.W2_, net.b2_)):
+        np.testing.assert_allclose(p, p0 - 0.7 * g, rtol=1e-12, atol=1e-15)
+
+
+def test_softmax_classifier_takes_gradient_steps(problem):
+    X, y = problem["X"], problem["y"]
+    W0 = 0.01 * np.random.default_rng(5).standard_normal((4, 5))  # the seeded init
+    clf = SoftmaxClassifier(max_iter=1, learning_rate=0.5, reg=0.1, seed=5).fit(X, y)
+    loss, dW, db = linear_softmax_loss(W0, X, y, b=np.zeros(5), reg=0.1)
+    assert clf.loss_history_[0] == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(clf.W_, W0 - 0.5 * dW, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(clf.b_, -0.5 * db, rtol=1e-12, atol=1e-15)
+
+
+# ------------------------------------------------ datasets.spiral
+
+
+def test_spiral_is_the_notes_generator():
+    X, y = datasets.spiral(n_per_class=50, n_classes=4, noise=0.3, seed=11)
+    assert X.shape == (200, 2) and X.dtype == np.float64
+    assert y.shape == (200,) and y.dtype.kind == "i"
+    rng = np.random.default_rng(11)
+    r = np.linspace(0.0, 1, 50)
+    for j in range(4):
+        t = np.linspace(j * 4, (j + 1) * 4, 50) + rng.standard_normal(50) * 0.3
+        np.testing.assert_array_equal(X[50 * j: 50 * (j + 1)], np.c_[r * np.sin(t), r * np.cos(t)])
+        assert np.all(y[50 * j: 50 * (j + 1)] == j)
+    np.testing.assert_allclose(np.hypot(X[:, 0], X[:, 1]), np.tile(r, 4), atol=1e-15)
+
+
+def test_spiral_seeding():
+    a, _ = datasets.spiral(seed=3)
+    b, _ = datasets.spiral(seed=3)
+    c, _ = datasets.spiral(seed=4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    # seed=None: fresh randomness on each call
+    assert not np.array_equal(datasets.spiral()[0], datasets.spiral()[0])
+    # noise=0 needs no randomness
+    np.testing.assert_array_equal(datasets.spiral(noise=0)[0], datasets.spiral(noise=0.0)[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, words",
+    [
+        ({"n_per_class": 0}, ValueError, "n_per_class"),
+        ({"n_classes": 0}, ValueError, "n_classes"),
+        ({"n_per_class": 2.5}, TypeError, "n_per_class"),
+        ({"noise": -0.1}, ValueError, "noise"),
+        ({"noise": "big"}, TypeError, "noise"),
+    ],
+    ids=["n_per_class-0", "n_classes-0", "n_per_class-float", "noise-negative", "noise-str"],
+)
+def test_spiral_bad_arguments(kwargs, exc, words):
+    with pytest.raises(exc, match=words):
+        datasets.spiral(**kwargs)
+
+
+# ------------------------------------------------ estimators
+
+
+@pytest.fixture(scope="module")
+def spiral_data():
+    return datasets.spiral(n_per_class=40, seed=1)
+
+
+ESTIMATORS = [
+    pytest.param(lambda **kw: SoftmaxClassifier(**{"max_iter": 100, **kw}), id="SoftmaxClassifier"),
+    pytest.param(lambda **kw: TwoLayerNet(**{"hidden_size": 20, "max_iter": 300, **kw}),
+                 id="TwoLayerNet"),
+]
+
+
+@pytest.mark.parametrize("make", ESTIMATORS)
+def test_string_labels_and_probabilities(make, spiral_data):
+    X, y = spiral_data
+    names = np.array(["red", "green", "blue"])[y]
+    est = make(seed=0).fit(X, names)
+    assert est.classes_.tolist() == ["blue", "green", "red"]  # sorted, as np.unique
+    pred = est.predict(X)
+    assert pred.dtype == names.dtype and set(pred) <= set(names)
+    proba = est.predict_proba(X)
+    assert proba.shape == (len(X), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    assert np.all(proba >= 0)
+    np.testing.assert_array_equal(est.classes_[proba.argmax(axis=1)], pred)
+    assert est.score(X, names) == pytest.approx(np.mean(pred == names))
+    # labels sorting like the integer codes: the same seed learns the same model
+    ordered = np.array(["ant", "bee", "cat"])[y]
+    np.testing.assert_array_equal(make(seed=0).fit(X, ordered).predict_proba(X),
+                                  make(seed=0).fit(X, y).predict_proba(X))
+
+
+@pytest.mark.parametrize("make", ESTIMATORS)
+def test_fitted_attributes(make, spiral_data):
+    X, y = spiral_data
+    est = make(seed=0)
+    assert est.fit(X, y) is est
+    assert est.n_features_in_ == 2
+    assert est.classes_.tolist() == [0, 1, 2]
+    assert est.loss_history_.shape == (est.max_iter,) and est.n_iter_ == est.max_iter
+    assert est.loss_history_[-1] < est.loss_history_[0]
+    scores = est.decision_function(X)
+    np.testing.assert_allclose(cysoftmax.softmax(scores), est.predict_proba(X), rtol=1e-12)
+
+
+def test_softmax_classifier_attribute_layouts(spiral_data):
+    X, y = spiral_data
+    clf = SoftmaxClassifier(max_iter=20, seed=0).fit(X, y)
+    assert clf.W_.shape == (2, 3) and clf.b_.shape == (3,)
+    assert clf.coef_.shape == (3, 2) and clf.intercept_.shape == (3,)
+    np.testing.assert_array_equal(clf.coef_, clf.W_.T)
+    np.testing.assert_allclose(clf.decision_function(X), X @ clf.coef_.T + clf.intercept_,
+                               rtol=1e-12)
+
+
+def test_two_layer_net_attribute_layouts(spiral_data):
+    X, y = spiral_data
+    net = TwoLayerNet(hidden_size=7, max_iter=20, seed=0).fit(X, y)
+    assert net.W1_.shape == (2, 7) and net.b1_.shape == (7,)
+    assert net.W2_.shape == (7, 3) and net.b2_.shape == (3,)
+    assert net.coefs_[0] is net.W1_ and net.intercepts_[1] is net.b2_
+    expected = np.maximum(0, X @ net.W1_ + net.b1_) @ net.W2_ + net.b2_
+    np.testing.assert_allclose(net.decision_function(X), expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("make", ESTIMATORS)
+def test_same_seed_same_model_and_refit_restarts(make, spiral_data):
+    X, y = spiral_data
+    a = make(seed=42).fit(X, y)
+    b = make(seed=42).fit(X, y)
+    np.testing.assert_array_equal(a.loss_history_, b.loss_history_)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    c = make(seed=43).fit(X, y)
+    assert not np.array_equal(a.loss_history_, c.loss_history_)
+
+    # refit on other data, then on the first again: the same model as a fresh fit
+    first = a.predict_proba(X).copy()
+    a.fit(X[::2] * 2.0, y[::2])
+    assert a.n_features_in_ == 2
+    assert not np.array_equal(a.predict_proba(X), first)
+    a.fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), first)
+    np.testing.assert_array_equal(a.loss_history_, b.loss_history_)
+
+
+def test_refit_with_other_classes_and_features():
+    rng = np.random.default_rng(0)
+    net = TwoLayerNet(hidden_size=5, max_iter=5, seed=0)
+    net.fit(rng.normal(size=(20, 3)), rng.integers(0, 4, 20))
+    assert net.n_features_in_ == 3 and len(net.classes_) == 4
+    net.fit(rng.normal(size=(20, 2)), np.arange(20) % 2)
+    assert net.n_features_in_ == 2 and net.classes_.tolist() == [0, 1]
+    assert net.W2_.shape == (5, 2)
+    assert net.predict_proba(rng.normal(size=(4, 2))).shape == (4, 2)
+
+
+@pytest.mark.parametrize("make", ESTIMATORS)
+def test_seed_none_gives_fresh_initialisations(make, spiral_data):
+    X, y = spiral_data
+    a = make(max_iter=1).fit(X, y)
+    b = make(max_iter=1).fit(X, y)
+    assert a.loss_history_[0] != b.loss_history_[0]
+
+
+def test_generator_seed_is_advanced(spiral_data):
+    X, y = spiral_data
+    gen = np.random.default_rng(0)
+    clf = SoftmaxClassifier(max_iter=3, seed=gen)
+    h1 = clf.fit(X, y).loss_history_.copy()
+    h2 = clf.fit(X, y).loss_history_.copy()
+    assert not np.array_equal(h1, h2)
+
+
+def test_get_params_set_params_and_repr():
+    net = TwoLayerNet(hidden_size=8, reg=0.0, seed=1)
+    params = net.get_params()
+    assert params == {"hidden_size": 8, "reg": 0.0, "learning_rate": 1.0, "max_iter": 10000,
+                      "batch_size": None, "seed": 1, "verbose": 0}
+    assert repr(net) == ("TwoLayerNet(hidden_size=8, reg=0.0, learning_rate=1.0, "
+                         "max_iter=10000, batch_size=None, seed=1, verbose=0)")
+    assert net.set_params(learning_rate=0.5, max_iter=3) is net
+    assert net.learning_rate == 0.5 and net.max_iter == 3
+    clone = type(net)(**net.get_params())
+    assert clone.get_params() == net.get_params()
+    with pytest.raises(ValueError, match="Invalid parameter 'hidden'.*hidden_size"):
+        net.set_params(hidden=3)
+    clf = SoftmaxClassifier()
+    assert clf.get_params() == {"reg": 1e-3, "learning_rate": 1.0, "max_iter": 200,
+                                "batch_size": None, "seed": None, "verbose": 0}
+    assert repr(clf).startswith("SoftmaxClassifier(reg=0.001, learning_rate=1.0, max_iter=200")
+
+
+def test_parameters_are_validated_at_fit_not_init(spiral_data):
+    X, y = spiral_data
+    clf = SoftmaxClassifier(learning_rate=-1.0)  # stored as given
+    assert clf.learning_rate == -1.0
+    with pytest.raises(ValueError, match="learning_rate"):
+        clf.fit(X, y)
+    clf.set_params(learning_rate=1.0, max_iter=2)
+    assert clf.fit(X, y).n_iter_ == 2
+
+
+@pytest.mark.parametrize("make", ESTIMATORS)
+def test_minibatch_sgd(make, spiral_data):
+    X, y = spiral_data
+    est = make(batch_size=16, seed=0, learning_rate=0.5)
+    est.set_params(max_iter=40)
+    est.fit(X, y)
+    assert est.loss_history_.shape == (40,)  # one entry per epoch
+    assert est.loss_history_[-1] < est.loss_history_[0]
+    # deterministic with a seed, and the shuffling matters
+    again = make(batch_size=16, seed=0, learning_rate=0.5).set_params(max_iter=40).fit(X, y)
+    np.testing.assert_array_equal(est.loss_history_, again.loss_history_)
+    other = make(batch_size=16, seed=1, learning_rate=0.5).set_params(max_iter=40).fit(X, y)
+    assert not np.array_equal(est.loss_history_, other.loss_history_)
+
+
+@pytest.mark.parametrize("make", ESTIMATORS)
+def test_batch_size_at_least_n_is_full_batch(make, spiral_data):
+    X, y = spiral_data
+    full = make(seed=0).set_params(max_iter=10).fit(X, y)
+    big = make(seed=0, batch_size=10 * len(X)).set_params(max_iter=10).fit(X, y)
+    np.testing.assert_array_equal(full.loss_history_, big.loss_history_)
+
+
+def test_minibatch_epoch_loss_is_row_weighted_mean():
+    """batch_size=1 with learning_rate tiny: each epoch's loss is ~ the full-batch loss."""
+    X, y = datasets.spiral(n_per_class=5, seed=0)
+    clf = SoftmaxClassifier(batch_size=4, learning_rate=1e-12, max_iter=2, reg=0.0, seed=0)
+    clf.fit(X, y)
+    full = SoftmaxClassifier(learning_rate=1e-12, max_iter=1, reg=0.0, seed=0).fit(X, y)
+    assert clf.loss_history_[0] == pytest.approx(full.loss_history_[0], rel=1e-9)
+
+
+def test_two_layer_net_learns_the_spiral(spiral_data):
+    X, y = spiral_data
+    net = TwoLayerNet(hidden_size=50, max_iter=2000, seed=0).fit(X, y)
+    clf = SoftmaxClassifier(seed=0).fit(X, y)
+    assert net.score(X, y) > 0.9
+    assert clf.score(X, y) < 0.7
+
+
+def test_verbose_prints_progress(spiral_data, capsys):
+    X, y = spiral_data
+    SoftmaxClassifier(max_iter=25, verbose=10, seed=0).fit(X, y)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "SoftmaxClassifier iteration 0", "SoftmaxClassifier iteration 10",
+        "SoftmaxClassifier iteration 20"]
+
+
+def test_accepts_lists_ints_and_noncontiguous_arrays(spiral_data):
+    X, y = spiral_data
+    Xf = np.asfortranarray(X)
+    a = SoftmaxClassifier(max_iter=5, seed=0).fit(Xf, y.tolist())
+    b = SoftmaxClassifier(max_iter=5, seed=0).fit(X.tolist(), y)
+    np.testing.assert_array_equal(a.W_, b.W_)
+    assert a.predict(np.array([[1, 0], [0, 1]])).shape == (2,)  # integer X is converted
+
+
+def test_divergence_warns(spiral_data):
+    X, y = spiral_data
+    with pytest.warns(RuntimeWarning, match="diverged"), np.errstate(all="ignore"):
+        TwoLayerNet(hidden_size=5, learning_rate=1e200, max_iter=20, seed=0).fit(X * 1e100, y)
+
+
+# ------------------------------------------------ bad input
+
+_X = np.random.default_rng(0).normal(size=(12, 3))
+_Y = np.arange(12) % 3
+_W = np.zeros((3, 3))
+
+
+def _fit(est, X=_X, y=_Y):
+    return lambda: est.fit(X, y)
+
+
+def _fitted(est):
+    return est.fit(_X, _Y)
+
+
+_X_nan = _X.copy()
+_X_nan[2, 1] = np.nan
+_X_inf = _X.copy()
+_X_inf[0, 0] = -np.inf
+
+# (id, call, exception, regex the message must match)
+BAD_INPUT = [
+    # data given to fit
+    ("fit-length-mismatch", _fit(SoftmaxClassifier(), y=_Y[:-1]), ValueError,
+     "inconsistent numbers of samples.*12 rows.*11 labels"),
+    ("fit-X-1d", _fit(TwoLayerNet(), X=_X[:, 0]), ValueError, "X must be a 2-D array.*1-D"),
+    ("fit-X-3d", _fit(TwoLayerNet(), X=_X[:, :, None]), ValueError, "X must be a 2-D array"),
+    ("fit-X-nan", _fit(SoftmaxClassifier(), X=_X_nan), ValueError, "X contains NaN or infinity"),
+    ("fit-X-inf", _fit(TwoLayerNet(), X=_X_inf), ValueError, "X contains NaN or infinity"),
+    ("fit-X-str", _fit(SoftmaxClassifier(), X=_X.astype(str)), TypeError, "X must hold real numbers"),
+    ("fit-X-empty", _fit(SoftmaxClassifier(), X=_X[:0], y=_Y[:0]), ValueError, "at least one sample"),
+    ("fit-y-one-class", _fit(SoftmaxClassifier(), y=np.zeros(12)), ValueError,
+     "at least 2 classes, got 1"),
+    ("fit-y-2d", _fit(TwoLayerNet(), y=_Y[:, None]), ValueError, "y must be a 1-D array"),
+    ("fit-y-nan", _fit(TwoLayerNet(), y=np.where(_Y == 0, np.nan, _Y)), ValueError, "y contains NaN"),
+    # hyper-parameters
+    ("learning_rate-0", _fit(SoftmaxClassifier(learning_rate=0)), ValueError, "learning_rate must be"),
+    ("learning_rate-negative", _fit(TwoLayerNet(learning_rate=-0.1)), ValueError, "learning_rate"),
+    ("learning_rate-nan", _fit(TwoLayerNet(learning_rate=float("nan"))), ValueError, "learning_rate"),
+    ("learning_rate-str", _fit(TwoLayerNet(learning_rate="1")), TypeError, "learning_rate"),
+    ("max_iter-0", _fit(SoftmaxClassifier(max_iter=0)), ValueError, "max_iter must be >= 1, got 0"),
+    ("max_iter-float", _fit(TwoLayerNet(max_iter=10.0)), TypeError, "max_iter must be an int"),
+    ("hidden_size-0", _fit(TwoLayerNet(hidden_size=0)), ValueError, "hidden_size must be >= 1"),
+    ("hidden_size-negative", _fit(TwoLayerNet(hidden_size=-5)), ValueError, "hidden_size"),
+    ("batch_size-0", _fit(SoftmaxClassifier(batch_size=0)), ValueError, "batch_size must be >= 1"),
+    ("batch_size-float", _fit(TwoLayerNet(batch_size=3.5)), TypeError, "batch_size must be an int or None"),
+    ("reg-negative", _fit(SoftmaxClassifier(reg=-1e-3)), ValueError, "reg must be finite and >= 0"),
+    ("reg-inf", _fit(TwoLayerNet(reg=np.inf)), ValueError, "reg must be"),
+    ("reg-bool", _fit(TwoLayerNet(reg=True)), TypeError, "reg must be a real number"),
+    ("verbose-negative", _fit(SoftmaxClassifier(verbose=-1)), ValueError, "verbose"),
+    # prediction
+    ("predict-before-fit", lambda: SoftmaxClassifier().predict(_X), NotFittedError,
+     "SoftmaxClassifier instance is not fitted yet.*'predict'"),
+    ("predict_proba-before-fit", lambda: TwoLayerNet().predict_proba(_X), NotFittedError,
+     "not fitted yet.*'predict_proba'"),
+    ("score-before-fit", lambda: TwoLayerNet().score(_X, _Y), NotFittedError, "not fitted yet"),
+    ("predict-wrong-n-features",
+     lambda: _fitted(SoftmaxClassifier(max_iter=2)).predict(_X[:, :2]), ValueError,
+     "X has 2 features, but SoftmaxClassifier was fitted with 3 features"),
+    ("predict_proba-wrong-n-features",
+     lambda: _fitted(TwoLayerNet(hidden_size=3, max_iter=2)).predict_proba(np.ones((2, 4))),
+     ValueError, "X has 4 features, but TwoLayerNet was fitted with 3"),
+    ("predict-X-1d", lambda: _fitted(SoftmaxClassifier(max_iter=2)).predict(_X[0]), ValueError,
+     "2-D array.*reshape"),
+    ("predict-X-nan", lambda: _fitted(SoftmaxClassifier(max_iter=2)).predict(_X_nan), ValueError,
+     "NaN"),
+    ("score-length-mismatch", lambda: _fitted(SoftmaxClassifier(max_iter=2)).score(_X, _Y[:5]),
+     ValueError, "inconsistent numbers of samples"),
+    # linear_softmax_loss
+    ("loss-W-wrong-rows", lambda: linear_softmax_loss(np.zeros((2, 3)), _X, _Y), ValueError,
+     r"W must have shape \(3, n_classes\).*got shape \(2, 3\)"),
+    ("loss-W-1d", lambda: linear_softmax_loss(np.zeros(3), _X, _Y), ValueError, "W must have shape"),
+    ("loss-b-wrong-shape", lambda: linear_softmax_loss(_W, _X, _Y, b=np.zeros(4)), ValueError,
+     r"b must have shape \(3,\) or \(1, 3\)"),
+    ("loss-length-mismatch", lambda: linear_softmax_loss(_W, _X, _Y[:4]), ValueError,
+     "inconsistent numbers of samples"),
+    ("loss-X-1d", lambda: linear_softmax_loss(_W, _X[0], _Y[:1]), ValueError, "X must be a 2-D"),
+    ("loss-X-nan", lambda: linear_softmax_loss(_W, _X_nan, _Y), ValueError, "NaN"),
+    ("loss-y-float", lambda: linear_softmax_loss(_W, _X, _Y.astype(float)), TypeError,
+     "y must hold integer class indices"),
+    ("loss-y-out-of-range", lambda: linear_softmax_loss(_W, _X, _Y + 1), IndexError, "labels"),
+    ("loss-reg-negative", lambda: linear_softmax_loss(_W, _X, _Y, reg=-1.0), ValueError, "reg"),
+    ("loss-reduction-none", lambda: linear_softmax_loss(_W, _X, _Y, reduction="none"), ValueError,
+     "reduction must be 'mean' or 'sum'.*'none'"),
+    ("loss-reduction-unknown", lambda: linear_softmax_loss(_W, _X, _Y, reduction="avg"), ValueError,
+     "reduction"),
+    ("loss-unknown-option", lambda: linear_softmax_loss(_W, _X, _Y, out=np.empty((12, 3))),
+     TypeError, "unexpected keyword argument.*'out'"),
+    ("loss-label-smoothing-2", lambda: linear_softmax_loss(_W, _X, _Y, label_smoothing=2.0),
+     ValueError, "label_smoothing"),
+    ("two-layer-W2-wrong-rows",
+     lambda: two_layer_softmax_loss(np.zeros((3, 4)), np.zeros(4), np.zeros((5, 3)), np.zeros(3),
+                                    _X, _Y), ValueError, r"W2 must have shape \(4, n_classes\)"),
+    ("two-layer-b1-wrong-shape",
+     lambda: two_layer_softmax_loss(np.zeros((3, 4)), np.zeros(3), np.zeros((4, 3)), np.zeros(3),
+                                    _X, _Y), ValueError, r"b1 must have shape \(4,\)"),
+    ("two-layer-reduction-none",
+     lambda: two_layer_softmax_loss(np.zeros((3, 4)), np.zeros(4), np.zeros((4, 3)), np.zeros(3),
+                                    _X, _Y, reduction="none"), ValueError, "reduction"),
+]
+
+
+@pytest.mark.parametrize("call, exc, pattern", [pytest.param(*case[1:], id=case[0]) for case in BAD_INPUT])
+def test_bad_input(call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call()
+
+
+def test_not_fitted_error_is_value_and_attribute_error():
+    assert issubclass(NotFittedError, ValueError)
+    assert issubclass(NotFittedError, AttributeError)
+
+
+def test_failed_refit_keeps_the_fitted_model(spiral_data):
+    X, y = spiral_data
+    clf = SoftmaxClassifier(max_iter=5, seed=0).fit(X, y)
+    before = clf.predict_proba(X)
+    with pytest.raises(ValueError):
+        clf.fit(X[:, :1].ravel(), y)
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
