@@ -134,9 +134,10 @@ def test_main_plot_without_matplotlib_fails_clearly(short_runs, tmp_path, monkey
     assert not path.exists()
 
 
-def test_module_runs_as_a_script():
+def test_module_runs_as_a_script(tmp_path):
+    # cwd away from the source tree, so the installed package is the one imported
     proc = subprocess.run([sys.executable, "-m", "cysoftmax.casestudy", "--help"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0
     assert "--seed" in proc.stdout and "--plot" in proc.stdout
 
