@@ -1,0 +1,20 @@
+"""Independent SymPy re-derivation of the softmax cross-entropy loss and gradient.
+
+The package checks the mathematics behind the compiled kernels of
+``cysoftmax`` without sharing any code with them:
+
+``symbolic.expressions``
+    the definitions (loss, class weights, label smoothing, ignore_index, batch
+    reductions) and the closed forms the kernels implement, as SymPy
+    expressions;
+``symbolic.derivation``
+    ``python -m symbolic``: proves each step of the lecture notes'
+    derivation and every closed form against ``sympy.diff`` of its
+    definition, for a general number of classes and exhaustively for small
+    ones;
+``symbolic.evaluate``
+    evaluates the closed forms with mpmath at high precision;
+``symbolic.cases``
+    ``python -m symbolic.cases``: writes the reference cases
+    ``tests/data/reference_cases.json`` used by the cross-check tests.
+"""
