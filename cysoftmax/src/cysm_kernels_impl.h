@@ -228,6 +228,28 @@ static inline __attribute__((always_inline)) FN(row_sums)
     const VREAL mv = (VREAL){0} + m;
     FN(row_sums) out = {0.0, 0, 0.0};
     ptrdiff_t k = 0;
+    /* Four vectors per step: four independent exps in flight, and their non-maximal
+     * parts added in the input precision (two roundings) before one widening add. */
+    for (; k + 4 * NL <= C; k += 4 * NL) {
+        VREAL d[4], e[4], t4[4];
+        for (int j = 0; j < 4; j++) {
+            e[j] = FN(exp_diff)(FN(load)(f + k + j * NL), mv, &d[j]);
+            const VINT is_max = d[j] == 0;
+            cnt -= is_max;
+            t4[j] = FN(zero_where)(is_max, e[j]);
+        }
+        FN(acc_add)(&t_lo, &t_hi, (t4[0] + t4[1]) + (t4[2] + t4[3]));
+        for (int j = 0; j < 4; j++) {
+            if (want_wd) {
+                if (w) {
+                    FN(acc_add_mul)(&wd_lo, &wd_hi, d[j], w + k + j * NL);
+                } else {
+                    FN(acc_add)(&wd_lo, &wd_hi, d[j]);
+                }
+            }
+            if (store) FN(store)(e_out + k + j * NL, e[j]);
+        }
+    }
     for (; k + NL <= C; k += NL) {
         VREAL d;
         const VREAL e = FN(exp_diff)(FN(load)(f + k), mv, &d);
