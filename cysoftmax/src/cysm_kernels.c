@@ -27,6 +27,11 @@
 #define CYSM_X86_TARGETS 0
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CYSM_X86 1 /* intrinsics for the few operations generic vectors do poorly */
+#include <immintrin.h>
+#endif
+
 /* ---- baseline ---------------------------------------------------------- */
 #define CYSM_SFX base
 #define CYSM_VBYTES 16

@@ -77,6 +77,31 @@ static inline VREAL FN(select)(VINT mask, VREAL a, VREAL b)
 
 static inline VREAL FN(zero_where)(VINT mask, VREAL a) { return (VREAL)((VINT)a & ~mask); }
 
+#if !CYSM_F64
+/* float32 lanes widened to two double vectors (GCC's generic conversion of a half
+ * vector is poor, so x86 targets use the one-instruction intrinsics). */
+static inline void FN(widen)(VREAL x, VACC *lo, VACC *hi)
+{
+#if defined(CYSM_X86) && CYSM_VBYTES == 64
+    *lo = (VACC)_mm512_cvtps_pd(_mm512_castps512_ps256((__m512)x));
+    *hi = (VACC)_mm512_cvtps_pd(
+        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd((__m512)x), 1)));
+#elif defined(CYSM_X86) && CYSM_VBYTES == 32
+    *lo = (VACC)_mm256_cvtps_pd(_mm256_castps256_ps128((__m256)x));
+    *hi = (VACC)_mm256_cvtps_pd(_mm256_extractf128_ps((__m256)x, 1));
+#elif defined(CYSM_X86) && CYSM_VBYTES == 16
+    *lo = (VACC)_mm_cvtps_pd((__m128)x);
+    *hi = (VACC)_mm_cvtps_pd(_mm_movehl_ps((__m128)x, (__m128)x));
+#else
+    FN(vhalf) a, b;
+    memcpy(&a, &x, sizeof a);
+    memcpy(&b, (const char *)&x + sizeof a, sizeof b);
+    *lo = __builtin_convertvector(a, VACC);
+    *hi = __builtin_convertvector(b, VACC);
+#endif
+}
+#endif
+
 /* acc += x, in double (float32 lanes are widened in two halves). */
 static inline void FN(acc_add)(VACC *lo, VACC *hi, VREAL x)
 {
@@ -84,11 +109,10 @@ static inline void FN(acc_add)(VACC *lo, VACC *hi, VREAL x)
     (void)hi;
     *lo += x;
 #else
-    FN(vhalf) a, b;
-    memcpy(&a, &x, sizeof a);
-    memcpy(&b, (const char *)&x + sizeof a, sizeof b);
-    *lo += __builtin_convertvector(a, VACC);
-    *hi += __builtin_convertvector(b, VACC);
+    VACC a, b;
+    FN(widen)(x, &a, &b);
+    *lo += a;
+    *hi += b;
 #endif
 }
 
@@ -101,13 +125,11 @@ static inline void FN(acc_add_mul)(VACC *lo, VACC *hi, VREAL x, const double *w)
     (void)hi;
     *lo += x * w0;
 #else
-    VACC w1;
-    FN(vhalf) a, b;
+    VACC w1, a, b;
     memcpy(&w1, w + NL / 2, sizeof w1);
-    memcpy(&a, &x, sizeof a);
-    memcpy(&b, (const char *)&x + sizeof a, sizeof b);
-    *lo += __builtin_convertvector(a, VACC) * w0;
-    *hi += __builtin_convertvector(b, VACC) * w1;
+    FN(widen)(x, &a, &b);
+    *lo += a * w0;
+    *hi += b * w1;
 #endif
 }
 
@@ -358,18 +380,99 @@ static double FN(sce_row)(const ARGS *a, const REAL *f, REAL *g, int64_t y)
 
 /* Rows with C <= CYSM_SMALL_C, NL rows at a time: lane l of column vector T[k]
  * holds f[row l, class k]. */
+/* log1p(u) for u >= 0 (NaN and +inf pass through), in double lanes: u = 2^k z with
+ * z in [sqrt(1/2), sqrt(2)), log z = 2 atanh((z-1)/(z+1)) by its odd series (11
+ * terms, truncation below 1e-19), and the rounding of 1 + u corrected by
+ * (u - (y - 1)) / y.  Within 2 ulp; used where rows are too short to amortize a
+ * scalar log1p. */
+static inline VACC FN(vlog1p)(VACC u)
+{
+    typedef int64_t vlong __attribute__((vector_size(CYSM_VBYTES)));
+    const VACC y = 1.0 + u;
+    const VACC corr = (u - (y - 1.0)) / y;
+    const vlong bits = (vlong)y;
+    vlong k = (bits >> 52) - 1023;
+    VACC z = (VACC)((bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL);
+    const vlong big = z > 1.4142135623730951;
+    z = (VACC)(((vlong)(z * 0.5) & big) | ((vlong)z & ~big));
+    k -= big; /* big lanes are -1 */
+    const VACC sq = (z - 1.0) / (z + 1.0), s2 = sq * sq;
+    VACC p = (VACC){0} + 1.0 / 23;
+    p = p * s2 + 1.0 / 21;
+    p = p * s2 + 1.0 / 19;
+    p = p * s2 + 1.0 / 17;
+    p = p * s2 + 1.0 / 15;
+    p = p * s2 + 1.0 / 13;
+    p = p * s2 + 1.0 / 11;
+    p = p * s2 + 1.0 / 9;
+    p = p * s2 + 1.0 / 7;
+    p = p * s2 + 1.0 / 5;
+    p = p * s2 + 1.0 / 3;
+    const VACC kd = __builtin_convertvector(k, VACC);
+    const VACC log_z = 2.0 * sq + 2.0 * sq * s2 * p;
+    const VACC r = kd * 6.93147180369123816490e-01 + ((kd * 1.90821492927058770002e-10 + log_z) + corr);
+    const vlong finite = (u == u) & (u < INFINITY);
+    return (VACC)(((vlong)r & finite) | ((vlong)u & ~finite));
+}
+
+/* finish_row for NL rows at once (arrays of NL doubles in, NL doubles out). */
+static inline void FN(finish_lanes)(const ARGS *a, const double *m, const double *fy,
+                                    const double *ey, const double *t, const double *n_max,
+                                    const double *wd, const double *wy, double *loss,
+                                    double *coef, double *grad_y)
+{
+    enum { NA = CYSM_VBYTES / 8 };
+    const double eps = a->smoothing, C = (double)a->n_classes, W = a->weight_total;
+    const double keep = 1.0 - eps, spread = eps / C, scale = a->grad_scale;
+    for (int c = 0; c < NL; c += NA) {
+        VACC vm, vfy, vey, vt, vn, vwd, vwy;
+        memcpy(&vm, m + c, sizeof vm);
+        memcpy(&vfy, fy + c, sizeof vfy);
+        memcpy(&vey, ey + c, sizeof vey);
+        memcpy(&vt, t + c, sizeof vt);
+        memcpy(&vn, n_max + c, sizeof vn);
+        memcpy(&vwd, wd + c, sizeof vwd);
+        memcpy(&vwy, wy + c, sizeof vwy);
+        const VACC log_s = FN(vlog1p)((vn - 1.0) + vt);
+        VACC vloss = keep * vwy * ((vm - vfy) + log_s);
+        if (eps > 0) vloss += spread * (W * log_s - vwd);
+        const VACC inv_s = 1.0 / (vn + vt);
+        const VACC vcoef = scale * (keep * vwy + spread * W) * inv_s;
+        typedef int64_t vlong __attribute__((vector_size(CYSM_VBYTES)));
+        const vlong at_max = vfy == vm;
+        const VACC others_max = (vn - 1.0) + vt, others = vn + (vt - vey);
+        const VACC oth = (VACC)(((vlong)others_max & at_max) | ((vlong)others & ~at_max));
+        VACC gy = keep * vwy * (-oth * inv_s);
+        if (eps > 0) gy += spread * (W * (vey * inv_s) - vwy);
+        gy = scale * gy;
+        memcpy(loss + c, &vloss, sizeof vloss);
+        memcpy(coef + c, &vcoef, sizeof vcoef);
+        memcpy(grad_y + c, &gy, sizeof gy);
+    }
+}
+
+/* Rows with C <= CYSM_SMALL_C, NL rows at a time: lane l of column vector T[k]
+ * holds f[row l, class k]; the per-row finish runs in double lanes too. */
 static void FN(sce_small)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
                           double *loss_sum)
 {
     const ptrdiff_t C = a->n_classes;
     const int smooth = a->smoothing > 0;
     VREAL T[CYSM_SMALL_C], E[CYSM_SMALL_C];
+    double m[NL], fy[NL], ey[NL], t[NL], n_max[NL], wd[NL], wy[NL];
+    double loss[NL], coef[NL], grad_y[NL];
+    int64_t y[NL];
     double sum = 0.0;
     for (ptrdiff_t g0 = r0; g0 < r1; g0 += NL) {
         const int nv = (int)(r1 - g0 < NL ? r1 - g0 : NL);
         const REAL *fb = a->scores + g0 * C;
-        for (int l = 0; l < NL; l++)
-            for (ptrdiff_t k = 0; k < C; k++) T[k][l] = l < nv ? fb[l * C + k] : 0;
+        if (nv == NL) {
+            for (int l = 0; l < NL; l++)
+                for (ptrdiff_t k = 0; k < C; k++) T[k][l] = fb[l * C + k];
+        } else {
+            for (int l = 0; l < NL; l++)
+                for (ptrdiff_t k = 0; k < C; k++) T[k][l] = l < nv ? fb[l * C + k] : 0;
+        }
         VREAL mv = (VREAL){0} - INFINITY;
         for (ptrdiff_t k = 0; k < C; k++) mv = FN(select)(T[k] > mv, T[k], mv);
         VACC t_lo = {0}, t_hi = {0}, wd_lo = {0}, wd_hi = {0};
@@ -386,30 +489,39 @@ static void FN(sce_small)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row
                 FN(acc_add_mul)(&wd_lo, &wd_hi, d, wk);
             }
         }
+        for (int l = 0; l < NL; l++) {
+            const int64_t label = l < nv ? a->labels[g0 + l] : a->ignore_index;
+            y[l] = label;
+            const int64_t k = label == a->ignore_index ? 0 : label; /* any class will do */
+            m[l] = (double)mv[l];
+            fy[l] = (double)T[k][l];
+            ey[l] = (double)E[k][l];
+            t[l] = FN(acc_lane)(t_lo, t_hi, l);
+            n_max[l] = (double)cnt[l];
+            wd[l] = smooth ? FN(acc_lane)(wd_lo, wd_hi, l) : 0.0;
+            wy[l] = a->weight ? a->weight[k] : 1.0;
+        }
+        FN(finish_lanes)(a, m, fy, ey, t, n_max, wd, wy, loss, coef, grad_y);
         for (int l = 0; l < nv; l++) {
             const ptrdiff_t row = g0 + l;
-            const int64_t y = a->labels[row];
+            const int ignored = y[l] == a->ignore_index;
             REAL *g = a->grad ? a->grad + row * C : NULL;
-            double loss = 0.0;
-            if (y == a->ignore_index) {
-                if (g) memset(g, 0, (size_t)C * sizeof(REAL));
-            } else {
-                const FN(row_result) res = FN(finish_row)(
-                    a, y, mv[l], T[y][l], (double)E[y][l], FN(acc_lane)(t_lo, t_hi, l),
-                    (ptrdiff_t)cnt[l], smooth ? FN(acc_lane)(wd_lo, wd_hi, l) : 0.0);
-                loss = res.loss;
-                if (g) {
+            const double row_l = ignored ? 0.0 : loss[l];
+            if (g) {
+                if (ignored) {
+                    memset(g, 0, (size_t)C * sizeof(REAL));
+                } else {
+                    const REAL cf = (REAL)coef[l];
                     if (smooth) {
-                        for (ptrdiff_t k = 0; k < C; k++)
-                            g[k] = E[k][l] * res.coef - a->grad_offset[k];
+                        for (ptrdiff_t k = 0; k < C; k++) g[k] = E[k][l] * cf - a->grad_offset[k];
                     } else {
-                        for (ptrdiff_t k = 0; k < C; k++) g[k] = E[k][l] * res.coef;
+                        for (ptrdiff_t k = 0; k < C; k++) g[k] = E[k][l] * cf;
                     }
-                    g[y] = res.grad_y;
+                    g[y[l]] = (REAL)grad_y[l];
                 }
             }
-            if (row_loss) row_loss[row] = loss;
-            sum += loss;
+            if (row_loss) row_loss[row] = row_l;
+            sum += row_l;
         }
     }
     *loss_sum = sum;
