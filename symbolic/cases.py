@@ -15,8 +15,8 @@ mpmath at 50 or more digits; never from NumPy or the kernels.
 
 The inputs are drawn from :class:`random.Random` with a fixed seed (its
 ``random()`` stream is stable across Python versions), the file is written
-with sorted keys and a fixed layout, so the output is byte-for-byte
-deterministic.
+with sorted keys (the header fields first) and a fixed layout, so the output
+is byte-for-byte deterministic.
 
 Coverage: C = 1, 2, 3, small and large C (1000, 1024); one row (1-D and 2-D
 scores) and batches, including an empty one; offsets of +-1e4; spreads past
@@ -287,8 +287,9 @@ def build_document() -> dict:
     for spec in case_specs():
         for dtype in spec.dtypes:
             for reduction in spec.reductions:
-                # one generator per case: adding a case does not change the others
-                rng = random.Random(f"{SEED}-{spec.name}-{dtype}-{reduction}")
+                # one generator per family and dtype: the reductions see the same
+                # input, and adding a case does not change the others
+                rng = random.Random(f"{SEED}-{spec.name}-{dtype}")
                 cases.append(build_case(spec, dtype, reduction, rng))
     ids = [c["id"] for c in cases]
     assert len(set(ids)) == len(ids), "duplicate case ids"
@@ -315,13 +316,18 @@ def build_document() -> dict:
     }
 
 
+#: order of the top-level fields: the header comes first, the cases last
+TOP_LEVEL = ("comment", "generated_by", "format", "seed", "cases")
+
+
 def _dump(obj, indent: int = 0) -> str:
-    """JSON with sorted keys; lists of scalars on one line."""
+    """JSON with sorted keys (top level: :data:`TOP_LEVEL`); lists of scalars on one line."""
     pad, inner = " " * indent, " " * (indent + 1)
     if isinstance(obj, dict):
         if not obj:
             return "{}"
-        items = [f"{inner}{json.dumps(k)}: {_dump(obj[k], indent + 1)}" for k in sorted(obj)]
+        keys = TOP_LEVEL if indent == 0 and set(obj) == set(TOP_LEVEL) else sorted(obj)
+        items = [f"{inner}{json.dumps(k)}: {_dump(obj[k], indent + 1)}" for k in keys]
         return "{\n" + ",\n".join(items) + "\n" + pad + "}"
     if isinstance(obj, list):
         if all(not isinstance(v, (dict, list)) for v in obj):

@@ -93,13 +93,37 @@ def format_value(value) -> str:
     """``mpf`` -> fixed-format string, e.g. ``'-1.2345678901234567890e-5'``.
 
     NaN and infinities are ``'nan'``, ``'inf'``, ``'-inf'``; zero is ``'0.0'``.
+    The digits come from the full mantissa of ``value``, whatever the current
+    working precision.
     """
-    value = mpmath.mpf(value)
+    if not isinstance(value, mpmath.mpf):
+        value = mpmath.mpf(value)  # ints (an empty sum); never re-round an mpf
     if mpmath.isnan(value):
         return "nan"
     if mpmath.isinf(value):
         return "inf" if value > 0 else "-inf"
     return mpmath.nstr(value, DIGITS, strip_zeros=False, min_fixed=0, max_fixed=0)
+
+
+@functools.lru_cache(maxsize=4096)
+def _row(row: tuple, label: int | None, w: tuple, eps, n_classes: int, dps: int) -> tuple:
+    """Softmax, log-softmax, loss and gradient of one row at ``dps`` digits.
+
+    ``label=None`` is an ignored row: it is never evaluated (l_i = 0,
+    g_i = 0).  Cached, so the three reductions of one input share the work.
+    """
+    fn = _functions(eps != 0)
+    with mpmath.workdps(dps):
+        f = [mpmath.mpf(v) for v in row]
+        S = fn["S"](f, n_classes)
+        softmax = [fn["softmax"](f, k, S) for k in range(n_classes)]
+        log_softmax = [fn["log_softmax"](f, k, S) for k in range(n_classes)]
+        if label is None:
+            return softmax, log_softmax, mpmath.mpf(0), [mpmath.mpf(0)] * n_classes
+        W = fn["W"](list(w), n_classes)
+        loss = fn["row_loss"](f, list(w), label, n_classes, S, eps)
+        grad = [fn["row_grad"](f, list(w), k, label, n_classes, S, W, eps) for k in range(n_classes)]
+        return softmax, log_softmax, loss, grad
 
 
 def _evaluate(scores: Sequence[Sequence[float]], labels: Sequence[int], reduction: str,
@@ -110,23 +134,16 @@ def _evaluate(scores: Sequence[Sequence[float]], labels: Sequence[int], reductio
     n_rows = len(scores)
     eps = mpmath.mpf(label_smoothing)
     w = [mpmath.mpf(v) for v in weight] if weight is not None else [mpmath.mpf(1)] * n_classes
-    W = fn["W"](w, n_classes)
     kept = [int(lab != ignore_index) for lab in labels]
     softmax, log_softmax, losses, grads, omega = [], [], [], [], []
     for row, lab, keep in zip(scores, labels, kept):
-        f = [mpmath.mpf(v) for v in row]
-        S = fn["S"](f, n_classes)
-        softmax.append([fn["softmax"](f, k, S) for k in range(n_classes)])
-        log_softmax.append([fn["log_softmax"](f, k, S) for k in range(n_classes)])
-        if keep:
-            losses.append(fn["row_loss"](f, w, lab, n_classes, S, eps))
-            grads.append([fn["row_grad"](f, w, k, lab, n_classes, S, W, eps)
-                          for k in range(n_classes)])
-            omega.append(w[lab])
-        else:  # an ignored row is never evaluated: l_i = 0, g_i = 0
-            losses.append(mpmath.mpf(0))
-            grads.append([mpmath.mpf(0)] * n_classes)
-            omega.append(mpmath.mpf(1))  # multiplied by r_i = 0
+        p, logp, loss, grad = _row(tuple(row), lab if keep else None, tuple(w), eps, n_classes,
+                                   mpmath.mp.dps)
+        softmax.append(p)
+        log_softmax.append(logp)
+        losses.append(loss)
+        grads.append(grad)
+        omega.append(w[lab] if keep else mpmath.mpf(1))  # multiplied by r_i = 0
     D = fn["denominator"](kept, omega, n_rows)
     if reduction == "none":
         loss = [fn["none"](losses, kept, q) for q in range(n_rows)]

@@ -1,0 +1,268 @@
+"""Tests of the SymPy derivation, the mpmath evaluator and the cases generator.
+
+* ``python -m symbolic`` verifies every step, exits 0 and writes its LaTeX
+  and Markdown documents;
+* each proof method rejects false claims (general C, concrete C, the batch
+  reductions) and turns a crash inside SymPy into a failed step, and the
+  command exits 1 when a step fails;
+* the evaluator's numbers are right: known values, the gradient is the
+  numerical derivative of the loss (mpmath.diff), the loss agrees with a
+  direct mpmath transcription of PyTorch's formula, deep cancellations are
+  resolved;
+* ``python -m symbolic.cases --check`` reports an out-of-date file.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import mpmath
+import pytest
+import sympy as sp
+
+from symbolic import cases, derivation as D, evaluate, expressions as E
+from symbolic.derivation import P, L, Step, ell, verify
+from symbolic.expressions import eps, f, j, k, m, w, y
+
+ROOT = Path(__file__).resolve().parent.parent
+d = sp.Derivative
+delta = sp.KroneckerDelta
+
+
+# --------------------------------------------------------------------------
+# python -m symbolic
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def derivation_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("derivation")
+    tex, md = out / "derivation.tex", out / "derivation.md"
+    proc = subprocess.run([sys.executable, "-m", "symbolic", "--latex", str(tex), "--markdown", str(md)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return proc, tex, md
+
+
+def test_derivation_command_verifies_every_step(derivation_run):
+    proc, _, _ = derivation_run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    n = len(D.steps())
+    assert f"{n}/{n} steps verified" in proc.stdout
+    assert proc.stdout.count("[ok]") == n and "FAILED" not in proc.stdout
+    # the notes' result, proved for general C and exhaustively for C = 1..6
+    overall = proc.stdout.split("[ok] overall")[1].split("\n\n")[0]
+    assert "general C" in overall and "C = 1..6" in overall and "(91 checks)" in overall
+
+
+def test_derivation_documents(derivation_run):
+    proc, tex, md = derivation_run
+    n = len(D.steps())
+    latex = tex.read_text(encoding="utf-8")
+    assert latex.startswith(r"\documentclass") and latex.rstrip().endswith(r"\end{document}")
+    assert latex.count(r"\paragraph{") == n and latex.count(r"\textbf{verified}") == n
+    assert r"\delta_{k y}" in latex
+    markdown = md.read_text(encoding="utf-8")
+    assert markdown.count("\n## ") == n and markdown.count("**verified**") == n
+
+
+def test_ascii_output():
+    text = D.render_text([verify(Step("t", "plain", [d(L, P[y]), -1 / P[y]], concrete=None))],
+                         unicode=False)
+    assert text.isascii() and "dL/dP_y" in text and "[ok]" in text
+
+
+# --------------------------------------------------------------------------
+# False claims fail
+# --------------------------------------------------------------------------
+Sj = E.S_sum
+FALSE_CLAIMS = {
+    "loss-sign": [-sp.log(P[y]), f[y] - sp.log(Sj)],
+    "overall-sign": [d(L, f[k]), delta(k, y) - P[k]],
+    "overall-no-delta": [d(L, f[k]), P[k]],
+    "step3": [d(P[y], f[y]), P[y] * (1 + P[y])],
+    "chain-rule-flipped": [d(L, f[k]), d(P[y], f[k]) / d(L, P[y])],
+    "smoothing-missing-term": [d(ell, f[k]), (E.row_grad_closed + eps / E.C * w[k])
+                               .xreplace({E.S: Sj, E.W: E.W_sum})],
+    "smoothing-unweighted-sum": [d(ell, f[k]), E.row_grad_closed.xreplace({E.S: Sj, E.W: E.C})],
+    "hessian-no-delta": [d(L, f[j], f[k]), -P[j] * P[k]],
+    "shift-numerator-only": [P[k], sp.exp(f[k] - m) / Sj],
+}
+
+
+@pytest.mark.parametrize("mode", ["general", "concrete"])
+@pytest.mark.parametrize("name", list(FALSE_CLAIMS))
+def test_false_claim_is_rejected(name, mode):
+    general = mode == "general"
+    step = Step("x", name, FALSE_CLAIMS[name], general=general,
+                concrete=None if general else D._all_pairs, classes=range(1, 4))
+    if not general and name.startswith("shift"):
+        step.concrete = lambda n: [{k: a} for a in range(n)]
+    result = verify(step)
+    assert not result.ok, f"{name} ({mode}) was 'verified'"
+
+
+def test_true_claim_in_both_modes():
+    result = verify(Step("x", "overall", [d(L, f[k]), P[k] - delta(k, y)],
+                         concrete=D._all_pairs, classes=range(1, 3)))
+    assert result.ok and result.methods[0] == "general C"
+    assert result.methods[1].startswith("C = 1..2")
+
+
+def test_unreduced_sum_fails_instead_of_passing():
+    # S^2 is not a sum of squares; the general checker cannot rename the
+    # right-hand sum to S and must report failure
+    result = verify(Step("x", "bogus", [Sj ** 2, sp.Sum(sp.exp(2 * f[j]), (j, 0, E.C - 1))],
+                         concrete=None))
+    assert not result.ok and result.detail
+
+
+def test_crash_is_a_failed_step():
+    def boom():
+        raise RuntimeError("inside sum_simplify")
+    result = verify(Step("x", "crash", [sp.S.Zero, sp.S.Zero], custom=boom))
+    assert not result.ok and "inside sum_simplify" in result.detail
+
+
+def test_batch_check_rejects_a_wrong_row_gradient(monkeypatch):
+    count, failure = D._batch_check(2, (0, None), abstract=False)
+    assert count > 0 and failure == ""
+    monkeypatch.setattr(E, "row_grad_closed", E.row_grad_closed * 2)
+    count, failure = D._batch_check(2, (0, None), abstract=False)
+    assert failure
+
+
+def test_command_exits_nonzero_on_a_failed_step(monkeypatch, capsys, tmp_path):
+    cheap = Step("(2)", "dL/dP_y = -1/P_y", [d(L, P[y]), -1 / P[y]], concrete=None)
+    wrong = Step("bad", "dL/df_k = P_k", [d(L, f[k]), P[k]], concrete=None)
+    monkeypatch.setattr(D, "steps", lambda: [cheap])
+    assert D.main([]) == 0
+    tex = tmp_path / "out.tex"
+    assert D.main(["--latex", str(tex)], extra_steps=[wrong]) == 1
+    out = capsys.readouterr().out
+    assert "[FAILED] bad" in out and "NOT VERIFIED" in out and "1/2 steps verified" in out
+    assert "NOT VERIFIED" in tex.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("expr, zero", [
+    (sp.exp(f[0]) / (sp.exp(f[0]) + sp.exp(f[1])) - 1 / (1 + sp.exp(f[1] - f[0])), True),
+    (sp.log(sp.exp(f[0]) * sp.exp(f[1])) - f[0] - f[1], True),
+    (sp.exp(f[0]) - sp.exp(f[1]), False),
+    (sp.log(sp.exp(f[0]) + sp.exp(f[1])) - f[0], False),
+], ids=["softmax-identity", "log-product", "distinct-exps", "logsumexp-not-max"])
+def test_is_zero(expr, zero):
+    assert D.is_zero(expr) is zero
+
+
+# --------------------------------------------------------------------------
+# The evaluator
+# --------------------------------------------------------------------------
+def test_known_values():
+    ref = evaluate.reference([[0.0, 0.0]], [0], n_classes=2, reduction="sum")
+    assert ref.loss == "6.9314718055994530942e-1"  # log 2
+    assert ref.softmax == [["5.0000000000000000000e-1"] * 2]
+    assert ref.grad == [["-5.0000000000000000000e-1", "5.0000000000000000000e-1"]]
+    one = evaluate.reference([[3.5]], [0], n_classes=1, reduction="mean", weight=[2.0],
+                             label_smoothing=0.1)
+    assert (one.loss, one.grad, one.log_softmax) == ("0.0", [["0.0"]], [["0.0"]])
+
+
+def test_deep_cancellation_is_resolved():
+    # P_0 - 1 = -e^-800 / (1 + e^-800) needs ~350 digits; 50 would give 0
+    ref = evaluate.reference([[0.0, -800.0]], [0], n_classes=2, reduction="none")
+    with mpmath.workdps(40):  # no cancellation in these forms
+        tail = mpmath.exp(-800) / (1 + mpmath.exp(-800))
+        assert ref.grad[0][0] == evaluate.format_value(-tail)
+        assert ref.loss == [evaluate.format_value(mpmath.log1p(mpmath.exp(-800)))]
+    assert ref.dps > 350
+
+
+def test_conventions():
+    assert evaluate.reference([], [], n_classes=3, reduction="mean").loss == "nan"
+    assert evaluate.reference([], [], n_classes=3, reduction="sum").loss == "0.0"
+    ignored = evaluate.reference([[1.0, 2.0]], [-100], n_classes=2, reduction="mean")
+    assert ignored.loss == "nan" and ignored.grad == [["0.0", "0.0"]]
+    masked = evaluate.reference([[0.0, -mpmath.inf, 1.0]], [2], n_classes=3, reduction="sum")
+    assert masked.softmax[0][1] == "0.0" and masked.grad[0][1] == "0.0"
+    assert masked.log_softmax[0][1] == "-inf" and masked.loss != "inf"
+    smooth = evaluate.reference([[0.0, -mpmath.inf, 1.0]], [2], n_classes=3, reduction="sum",
+                                label_smoothing=0.25)
+    with mpmath.workdps(40):
+        assert smooth.loss == "inf"
+        assert smooth.grad[0][1] == evaluate.format_value(-mpmath.mpf(0.25) / 3)
+
+
+def _direct_loss(scores, labels, reduction, weight, ignore_index, eps):
+    """PyTorch's cross_entropy transcribed directly into mpmath (no SymPy)."""
+    n_classes = len(scores[0])
+    w = [mpmath.mpf(v) for v in weight or [1.0] * n_classes]
+    eps = mpmath.mpf(eps)
+    total, denom, rows = mpmath.mpf(0), mpmath.mpf(0), []
+    for row, lab in zip(scores, labels):
+        if lab == ignore_index:
+            rows.append(mpmath.mpf(0))
+            continue
+        lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in row))
+        nll = [lse - v for v in row]
+        loss = (1 - eps) * w[lab] * nll[lab] + eps / n_classes * mpmath.fsum(
+            wc * q for wc, q in zip(w, nll))
+        rows.append(loss)
+        total += loss
+        denom += w[lab]
+    return {"none": rows, "sum": total, "mean": total / denom}[reduction]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", [
+    dict(weight=None, eps=0.0), dict(weight=[0.5, 2.0, 1.25, 3.0], eps=0.0),
+    dict(weight=None, eps=0.1), dict(weight=[0.5, 2.0, 1.25, 3.0], eps=0.3),
+], ids=["plain", "weights", "smoothing", "weights-smoothing"])
+def test_evaluator_matches_definition_and_derivative(reduction, options):
+    rng = random.Random(7)
+    scores = [[rng.uniform(-4, 4) for _ in range(4)] for _ in range(3)]
+    labels = [2, -100, 0]
+    weight, eps_value = options["weight"], options["eps"]
+    ref = evaluate.reference(scores, labels, n_classes=4, reduction=reduction, weight=weight,
+                             label_smoothing=eps_value)
+    with mpmath.workdps(40):
+        want = _direct_loss(scores, labels, reduction, weight, -100, eps_value)
+        wants = want if reduction == "none" else [want]
+        gots = ref.loss if reduction == "none" else [ref.loss]
+        for a, b in zip(gots, wants):
+            assert abs(mpmath.mpf(a) - b) <= mpmath.mpf(10) ** -18 * (1 + abs(b))
+        # the gradient is the derivative of the total loss (numerically, at 40 digits)
+        for r in range(3):
+            for q in range(4):
+                def loss_at(t, r=r, q=q):
+                    moved = [[mpmath.mpf(v) for v in row] for row in scores]
+                    moved[r][q] += t
+                    value = _direct_loss(moved, labels, reduction, weight, -100, eps_value)
+                    return mpmath.fsum(value) if reduction == "none" else value
+                slope = mpmath.diff(loss_at, 0)
+                assert abs(mpmath.mpf(ref.grad[r][q]) - slope) <= mpmath.mpf(10) ** -18
+
+
+# --------------------------------------------------------------------------
+# The generator's command line
+# --------------------------------------------------------------------------
+def test_cases_check_reports_a_stale_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cases, "render", lambda: b'{"cases": []}\n')
+    target = tmp_path / "reference_cases.json"
+    assert cases.main(["--check", "--output", str(target)]) == 1  # missing
+    assert cases.main(["--output", str(target)]) == 0
+    assert target.read_bytes() == b'{"cases": []}\n'
+    assert cases.main(["--check", "--output", str(target)]) == 0
+    target.write_bytes(b'{"cases": [1]}\n')
+    assert cases.main(["--check", "--output", str(target)]) == 1
+    assert "python -m symbolic.cases" in capsys.readouterr().err
+
+
+def test_inputs_are_rounded_to_the_dtype_before_evaluation():
+    spec = cases.CaseSpec("t", "t", lambda rng, dtype: ([[0.1, 0.2]], [1]), 2)
+    case = cases.build_case(spec, "float32", "sum", random.Random(0))
+    assert case["scores"] == [["0.10000000149011612", "0.20000000298023224"]]
+    exact = evaluate.reference([[0.10000000149011612, 0.20000000298023224]], [1], n_classes=2,
+                               reduction="sum")
+    assert case["expected"]["loss"] == exact.loss
+    assert case["expected"]["loss"] != evaluate.reference([[0.1, 0.2]], [1], n_classes=2,
+                                                          reduction="sum").loss
