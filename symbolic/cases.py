@@ -348,6 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help="path of the cases file (default: %(default)s)")
     args = parser.parse_args(argv)
+    if not args.output.parent.parent.is_dir():  # e.g. symbolic imported from site-packages
+        print(f"{args.output.parent.parent} does not exist: run `{COMMAND}` from the repository "
+              f"root or pass --output", file=sys.stderr)
+        return 2
 
     start = time.perf_counter()
     data = render()

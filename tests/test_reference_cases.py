@@ -156,7 +156,7 @@ def compare(name: str, got, want: np.ndarray, scale: np.ndarray, dtype: np.dtype
         at = tuple(int(i) for i in index)
         with np.errstate(invalid="ignore"):
             rel = err[at] / scale[at] if scale[at] > 0 else np.inf
-        problems.append(f"{name}{list(at)}: got {g[at]!r}, expected {want[at]!r} "
+        problems.append(f"{name}{list(at)}: got {float(g[at])!r}, expected {float(want[at])!r} "
                         f"(error {err[at]:.3g} = {rel:.3g} x scale, allowed {rtol:g} x scale + {floor:.3g})")
     if bad.sum() > 5:
         problems.append(f"{name}: ... {int(bad.sum()) - 5} more mismatches")
