@@ -14,7 +14,7 @@ import sys
 import sysconfig
 import tempfile
 
-import numpy  # noqa: F401  (build requirement; keeps the import error clear)
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -73,7 +73,7 @@ extensions = [
         "cysoftmax._kernels",
         sources=["cysoftmax/_kernels.pyx", "cysoftmax/src/cysm_kernels.c"],
         depends=["cysoftmax/src/cysm_kernels.h", "cysoftmax/src/cysm_kernels_impl.h"],
-        include_dirs=["cysoftmax"],
+        include_dirs=["cysoftmax", numpy.get_include()],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -10,6 +10,7 @@ except an ``out`` buffer, which may be ``scores`` itself.
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Optional, Tuple, Union
 
@@ -163,18 +164,27 @@ def _rows(scores: np.ndarray, out: Optional[np.ndarray]):
     if out is None:
         out = np.empty(scores.shape, dtype=scores.dtype)
     else:
-        out = _check_out(out, scores)
-        if out.size and np.may_share_memory(out, rows) and (
-            out.__array_interface__["data"][0] != rows.__array_interface__["data"][0]
-        ):
-            raise ValueError("out overlaps scores without being the same array")
+        out = _check_out(out, scores)  # the kernels refuse a partial overlap with rows
     return rows, out, out.reshape(-1, n_classes)
 
 
 # ------------------------------------------------------------------ the API
 
+def _divide(total: float, denominator: float) -> float:
+    """total / denominator with IEEE results for a zero denominator (0/0 is NaN)."""
+    if denominator:
+        return total / denominator
+    if total == 0 or total != total:
+        return math.nan
+    return math.copysign(math.inf, total) * math.copysign(1.0, denominator)
+
+
 def _run(scores, labels, reduction, weight, ignore_index, label_smoothing, num_threads,
          out, with_grad):
+    fast = _kernels.sce_fast(scores, labels, reduction, weight, ignore_index, label_smoothing,
+                             out, num_threads, with_grad)
+    if fast is not None:  # plain arrays and default options: no conversion needed
+        return fast
     s = _as_scores(scores)
     code = _as_reduction(reduction)
     ii = _as_ignore_index(ignore_index)
@@ -196,8 +206,7 @@ def _run(scores, labels, reduction, weight, ignore_index, label_smoothing, num_t
     if code == _kernels.REDUCTION_NONE:
         loss = row_loss.astype(s.dtype, copy=False).reshape(s.shape[:-1])
     elif code == _kernels.REDUCTION_MEAN:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            loss = s.dtype.type(np.float64(total) / denominator)
+        loss = s.dtype.type(_divide(total, denominator))
     else:
         loss = s.dtype.type(total)
     return loss, grad

@@ -29,6 +29,9 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
 
 cdef extern from "src/cysm_kernels.h" nogil:
     ctypedef struct cysm_sce_args_f32:
@@ -72,15 +75,22 @@ cdef extern from "src/cysm_kernels.h" nogil:
 cdef enum:
     # A block holds about this many scores; blocks are the unit of threading.
     _BLOCK_ELEMS = 16384
+    # A thread is worth starting for at least this many scores (~20 us of work).
+    _THREAD_ELEMS = 65536
     # Rows of small-C blocks come in multiples of the widest vector of rows.
     _ROW_ALIGN = 16
     # Classes at or below which the C kernels work on a vector of rows at a time
     # (CYSM_SMALL_C in src/cysm_kernels.c).
     _SMALL_C = 16
 
-REDUCTION_NONE = 0
-REDUCTION_MEAN = 1
-REDUCTION_SUM = 2
+cdef enum:
+    RED_NONE = 0
+    RED_MEAN = 1
+    RED_SUM = 2
+
+REDUCTION_NONE = RED_NONE
+REDUCTION_MEAN = RED_MEAN
+REDUCTION_SUM = RED_SUM
 
 cdef const cysm_kernel_table *_table = cysm_target(0)
 
@@ -146,10 +156,12 @@ cdef inline Py_ssize_t _rows_per_block(Py_ssize_t n_classes) noexcept nogil:
     return rows
 
 
-cdef inline int _threads_for(Py_ssize_t n_blocks, int num_threads) noexcept nogil:
+cdef inline int _threads_for(Py_ssize_t n_blocks, Py_ssize_t n_elems, int num_threads) noexcept nogil:
+    """Threads for a problem: at most one per block and per _THREAD_ELEMS scores."""
+    cdef Py_ssize_t by_work = n_elems // _THREAD_ELEMS
     if not cysm_openmp_enabled():
         return 1
-    return <int>min(<Py_ssize_t>num_threads, n_blocks) if n_blocks > 1 else 1
+    return <int>max(1, min(<Py_ssize_t>num_threads, min(n_blocks, by_work)))
 
 
 cdef inline void _sce_block(const cysm_kernel_table *table, const void *args, bint is_float,
@@ -163,85 +175,83 @@ cdef inline void _sce_block(const cysm_kernel_table *table, const void *args, bi
         table.sce_f64(<const cysm_sce_args_f64 *>args, r0, r1, row_loss, &partials[block])
 
 
-cdef object _sce(const floating[:, ::1] scores, const int64_t[::1] labels, object weight,
-                 int64_t ignore_index, double smoothing, int reduction,
-                 floating[:, ::1] grad, int num_threads):
-    cdef Py_ssize_t n_rows = scores.shape[0], n_classes = scores.shape[1]
-    cdef Py_ssize_t i, block, n_blocks, rows_per_block, bad = -1
+cdef enum SceStatus:
+    SCE_OK = 0
+    SCE_BAD_LABEL = 1
+    SCE_NO_MEMORY = 2
+
+
+cdef SceStatus _sce_raw(bint is_float, const void *scores, void *grad, Py_ssize_t n_rows,
+                        Py_ssize_t n_classes, const int64_t *labels, const double *weight,
+                        int64_t ignore_index, double smoothing, int reduction, int num_threads,
+                        double *row_loss, double *total_out, double *denominator_out,
+                        Py_ssize_t *bad_out) noexcept nogil:
+    """Validate labels, then loss (+ gradient) of a C-contiguous (n_rows, n_classes) batch.
+
+    Fills *total_out (sum of the row losses, in block order), *denominator_out (the
+    "mean" denominator) and row_loss[i] when row_loss is not NULL.
+    """
+    cdef Py_ssize_t i, block, n_blocks, rows_per_block
     cdef int64_t y
-    cdef double denominator = 0.0, weight_total = <double>n_classes, total = 0.0
-    cdef const double[::1] w
-    cdef const double *w_ptr = NULL
-    cdef floating[::1] offset
-    cdef double[::1] row_loss_view
-    cdef double *row_loss = NULL
+    cdef double denominator = 0.0, weight_total = <double>n_classes, total = 0.0, grad_scale
+    cdef void *offset = NULL
     cdef double *partials
     cdef cysm_sce_args_f32 a32
     cdef cysm_sce_args_f64 a64
     cdef const void *args
     cdef const cysm_kernel_table *table = _table
     cdef int n_threads
-    cdef bint is_float = floating is float
-
-    if weight is not None:
-        w = weight
-        w_ptr = &w[0]
-        weight_total = 0.0
-        for i in range(n_classes):
-            weight_total += w_ptr[i]
 
     # labels: range check and the "mean" denominator, in row order
-    with nogil:
-        for i in range(n_rows):
-            y = labels[i]
-            if y == ignore_index:
-                continue
-            if y < 0 or y >= n_classes:
-                bad = i
-                break
-            denominator += w_ptr[y] if w_ptr != NULL else 1.0
-    if bad >= 0:
-        raise LabelOutOfRange(bad, labels[bad])
-
-    row_loss_array = None
-    if reduction == REDUCTION_NONE:
-        row_loss_array = np.empty(n_rows, dtype=np.float64)
-        row_loss_view = row_loss_array
+    for i in range(n_rows):
+        y = labels[i]
+        if y == ignore_index:
+            continue
+        if y < 0 or y >= n_classes:
+            bad_out[0] = i
+            return SCE_BAD_LABEL
+        denominator += weight[y] if weight != NULL else 1.0
+    denominator_out[0] = denominator
+    total_out[0] = 0.0
     if n_rows == 0:
-        return 0.0, denominator, row_loss_array
-    if reduction == REDUCTION_NONE:
-        row_loss = &row_loss_view[0]
-
-    cdef double grad_scale = 1.0 / denominator if reduction == REDUCTION_MEAN else 1.0
-    cdef floating *offset_ptr = NULL
-    if smoothing > 0 and grad is not None:
-        offset = np.empty(n_classes, dtype=np.float32 if is_float else np.float64)
+        return SCE_OK
+    if weight != NULL:
+        weight_total = 0.0
         for i in range(n_classes):
-            offset[i] = <floating>(grad_scale * smoothing / n_classes *
-                                   (w_ptr[i] if w_ptr != NULL else 1.0))
-        offset_ptr = &offset[0]
-    cdef floating *grad_ptr = &grad[0, 0] if grad is not None else NULL
+            weight_total += weight[i]
+    grad_scale = 1.0 / denominator if reduction == RED_MEAN else 1.0
 
+    if smoothing > 0 and grad != NULL:
+        offset = malloc(n_classes * (sizeof(float) if is_float else sizeof(double)))
+        if offset == NULL:
+            return SCE_NO_MEMORY
+        for i in range(n_classes):
+            if is_float:
+                (<float *>offset)[i] = <float>(grad_scale * smoothing / n_classes *
+                                               (weight[i] if weight != NULL else 1.0))
+            else:
+                (<double *>offset)[i] = (grad_scale * smoothing / n_classes *
+                                         (weight[i] if weight != NULL else 1.0))
     if is_float:
-        a32.scores = <const float *>&scores[0, 0]
-        a32.grad = <float *>grad_ptr
-        a32.labels = &labels[0]
+        a32.scores = <const float *>scores
+        a32.grad = <float *>grad
+        a32.labels = labels
         a32.n_classes = n_classes
         a32.ignore_index = ignore_index
-        a32.weight = w_ptr
-        a32.grad_offset = <const float *>offset_ptr
+        a32.weight = weight
+        a32.grad_offset = <const float *>offset
         a32.weight_total = weight_total
         a32.smoothing = smoothing
         a32.grad_scale = grad_scale
         args = &a32
     else:
-        a64.scores = <const double *>&scores[0, 0]
-        a64.grad = <double *>grad_ptr
-        a64.labels = &labels[0]
+        a64.scores = <const double *>scores
+        a64.grad = <double *>grad
+        a64.labels = labels
         a64.n_classes = n_classes
         a64.ignore_index = ignore_index
-        a64.weight = w_ptr
-        a64.grad_offset = <const double *>offset_ptr
+        a64.weight = weight
+        a64.grad_offset = <const double *>offset
         a64.weight_total = weight_total
         a64.smoothing = smoothing
         a64.grad_scale = grad_scale
@@ -249,21 +259,67 @@ cdef object _sce(const floating[:, ::1] scores, const int64_t[::1] labels, objec
 
     rows_per_block = _rows_per_block(n_classes)
     n_blocks = (n_rows + rows_per_block - 1) // rows_per_block
-    n_threads = _threads_for(n_blocks, num_threads)
+    n_threads = _threads_for(n_blocks, n_rows * n_classes, num_threads)
     partials = <double *>malloc(n_blocks * sizeof(double))
     if partials == NULL:
-        raise MemoryError()
-    with nogil:
-        if n_threads > 1:
-            for block in prange(n_blocks, num_threads=n_threads, schedule="static"):
-                _sce_block(table, args, is_float, block, rows_per_block, n_rows, row_loss, partials)
-        else:
-            for block in range(n_blocks):
-                _sce_block(table, args, is_float, block, rows_per_block, n_rows, row_loss, partials)
+        free(offset)
+        return SCE_NO_MEMORY
+    if n_threads > 1:
+        for block in prange(n_blocks, num_threads=n_threads, schedule="static"):
+            _sce_block(table, args, is_float, block, rows_per_block, n_rows, row_loss, partials)
+    else:
         for block in range(n_blocks):
-            total += partials[block]
+            _sce_block(table, args, is_float, block, rows_per_block, n_rows, row_loss, partials)
+    for block in range(n_blocks):
+        total += partials[block]
     free(partials)
+    free(offset)
+    total_out[0] = total
+    return SCE_OK
+
+
+cdef object _sce(const floating[:, ::1] scores, const int64_t[::1] labels, object weight,
+                 int64_t ignore_index, double smoothing, int reduction,
+                 floating[:, ::1] grad, int num_threads):
+    cdef Py_ssize_t n_rows = scores.shape[0], n_classes = scores.shape[1], bad = -1
+    cdef const double[::1] w
+    cdef const double *w_ptr = NULL
+    cdef double[::1] row_loss_view
+    cdef double *row_loss = NULL
+    cdef double total = 0.0, denominator = 0.0
+    cdef SceStatus status
+    cdef const void *scores_ptr = &scores[0, 0] if n_rows > 0 else NULL
+    cdef void *grad_ptr = NULL
+    if weight is not None:
+        w = weight
+        w_ptr = &w[0]
+    if grad is not None and n_rows > 0:
+        grad_ptr = &grad[0, 0]
+        _check_overlap(scores_ptr, grad_ptr, n_rows * n_classes * sizeof(floating))
+    row_loss_array = None
+    if reduction == RED_NONE:
+        row_loss_array = np.empty(n_rows, dtype=np.float64)
+        if n_rows > 0:
+            row_loss_view = row_loss_array
+            row_loss = &row_loss_view[0]
+    with nogil:
+        status = _sce_raw(floating is float, scores_ptr, grad_ptr, n_rows, n_classes,
+                          &labels[0] if n_rows > 0 else NULL, w_ptr, ignore_index, smoothing,
+                          reduction, num_threads, row_loss, &total, &denominator, &bad)
+    if status == SCE_BAD_LABEL:
+        raise LabelOutOfRange(bad, labels[bad])
+    if status == SCE_NO_MEMORY:
+        raise MemoryError()
     return total, denominator, row_loss_array
+
+
+cdef inline int _check_overlap(const void *a, const void *b, size_t nbytes) except -1:
+    """out may be the scores buffer itself, but must not partly overlap it."""
+    cdef const char *ca = <const char *>a
+    cdef const char *cb = <const char *>b
+    if ca != cb and ca < cb + nbytes and cb < ca + nbytes:
+        raise ValueError("out overlaps scores without being the same array")
+    return 0
 
 
 def sce_float32(const float[:, ::1] scores, const int64_t[::1] labels, weight,
@@ -280,6 +336,100 @@ def sce_float64(const double[:, ::1] scores, const int64_t[::1] labels, weight,
     return _sce(scores, labels, weight, ignore_index, smoothing, reduction, grad, num_threads)
 
 
+# ------------------------------------------------------------ the fast path
+
+cdef dict _REDUCTION_CODES = {"none": RED_NONE, "mean": RED_MEAN, "sum": RED_SUM}
+
+
+cdef inline bint _plain_array(object a, int typenum) noexcept:
+    """An exact ndarray of that type, aligned, C-contiguous and in native byte order."""
+    return (cnp.PyArray_CheckExact(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
+            and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a)
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a))
+
+
+def sce_fast(scores, labels, reduction, weight, ignore_index, label_smoothing, out, num_threads,
+             bint with_grad):
+    """The common case without any conversion: (loss, grad), or None when not applicable.
+
+    Applies to 2-D C-contiguous native float32/float64 scores, 1-D int64 labels, no
+    weight, no label smoothing, a plain int ignore_index and num_threads, and an ``out``
+    that is a matching writeable C-contiguous array (or None).  Anything else, and any
+    invalid label, returns None and the caller takes the general path (which converts,
+    or raises the right error).
+    """
+    cdef int typenum, code, n_threads
+    cdef Py_ssize_t n_rows, n_classes, bad = -1
+    cdef double total = 0.0, denominator = 0.0
+    cdef int64_t ignore
+    cdef SceStatus status
+    cdef cnp.ndarray s, y, g = None, row_loss_array = None
+    cdef void *grad_ptr = NULL
+    cdef double *row_loss = NULL
+    if weight is not None or type(ignore_index) is not int:
+        return None
+    if not ((type(label_smoothing) is float or type(label_smoothing) is int) and label_smoothing == 0):
+        return None
+    if type(reduction) is not str or reduction not in _REDUCTION_CODES:
+        return None
+    code = _REDUCTION_CODES[reduction]
+    if num_threads is None:
+        n_threads = cysm_openmp_max_threads()
+    elif type(num_threads) is int and 0 < num_threads < 65536:
+        n_threads = num_threads
+    else:
+        return None
+    if not (cnp.PyArray_CheckExact(scores) and cnp.PyArray_NDIM(<cnp.ndarray>scores) == 2):
+        return None
+    s = <cnp.ndarray>scores
+    typenum = cnp.PyArray_TYPE(s)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    if not _plain_array(s, typenum) or not _plain_array(labels, cnp.NPY_INT64):
+        return None
+    y = <cnp.ndarray>labels
+    n_rows = cnp.PyArray_DIM(s, 0)
+    n_classes = cnp.PyArray_DIM(s, 1)
+    if (cnp.PyArray_NDIM(y) != 1 or cnp.PyArray_DIM(y, 0) != n_rows or n_classes == 0
+            or n_rows == 0 or not -(2**63) <= ignore_index < 2**63):
+        return None
+    ignore = ignore_index
+    if with_grad:
+        if out is None:
+            g = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(s), typenum, 0)
+        elif (_plain_array(out, typenum) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
+              and cnp.PyArray_NDIM(<cnp.ndarray>out) == 2
+              and cnp.PyArray_DIM(<cnp.ndarray>out, 0) == n_rows
+              and cnp.PyArray_DIM(<cnp.ndarray>out, 1) == n_classes):
+            g = <cnp.ndarray>out
+        else:
+            return None
+        grad_ptr = cnp.PyArray_DATA(g)
+        _check_overlap(cnp.PyArray_DATA(s), grad_ptr, cnp.PyArray_NBYTES(s))
+    if code == RED_NONE:
+        row_loss_array = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(y), cnp.NPY_FLOAT64, 0)
+        row_loss = <double *>cnp.PyArray_DATA(row_loss_array)
+    with nogil:
+        status = _sce_raw(typenum == cnp.NPY_FLOAT32, cnp.PyArray_DATA(s), grad_ptr, n_rows,
+                          n_classes, <const int64_t *>cnp.PyArray_DATA(y), NULL, ignore, 0.0,
+                          code, n_threads, row_loss, &total, &denominator, &bad)
+    if status == SCE_NO_MEMORY:
+        raise MemoryError()
+    if status != SCE_OK:
+        return None
+    if code == RED_NONE:
+        loss = row_loss_array if typenum == cnp.NPY_FLOAT64 else row_loss_array.astype(np.float32)
+    else:
+        if code == RED_MEAN:
+            total = total / denominator  # 0/0 -> NaN: every row ignored
+        loss = _F64(total) if typenum == cnp.NPY_FLOAT64 else _F32(total)
+    return loss, g
+
+
+_F64 = np.float64
+_F32 = np.float32
+
+
 # ------------------------------------------------------ softmax, log_softmax
 
 cdef object _softmax(const floating[:, ::1] scores, floating[:, ::1] out, bint log_space,
@@ -290,9 +440,10 @@ cdef object _softmax(const floating[:, ::1] scores, floating[:, ::1] out, bint l
     cdef int n_threads
     if n_rows == 0:
         return
+    _check_overlap(&scores[0, 0], &out[0, 0], n_rows * n_classes * sizeof(floating))
     rows_per_block = _rows_per_block(n_classes)
     n_blocks = (n_rows + rows_per_block - 1) // rows_per_block
-    n_threads = _threads_for(n_blocks, num_threads)
+    n_threads = _threads_for(n_blocks, n_rows * n_classes, num_threads)
     with nogil:
         for block in prange(n_blocks, num_threads=n_threads, schedule="static"):
             r0 = block * rows_per_block

@@ -12,7 +12,8 @@ import pytest
 import cysoftmax
 from cysoftmax import _kernels
 
-SHAPES = [(3000, 3), (1000, 10), (700, 40), (64, 1000), (9, 33000)]
+# large enough that several threads start (a thread takes >= 65536 scores)
+SHAPES = [(50000, 3), (20000, 10), (4000, 40), (300, 1000), (9, 33000)]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
