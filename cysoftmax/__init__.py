@@ -10,10 +10,24 @@ Main functions
 softmax_cross_entropy  loss and gradient in one pass
 cross_entropy          loss only
 softmax, log_softmax   row-wise (log-)probabilities
+
+Built on them
+-------------
+linear_softmax_loss, two_layer_softmax_loss   model losses and gradients
+SoftmaxClassifier, TwoLayerNet                estimators trained by gradient descent
+datasets.spiral                               the case study's 2-D spiral
+(``python -m cysoftmax.casestudy`` reruns the case study; ``python -m cysoftmax.bench`` times it all)
 """
 
-from . import _kernels
+from . import _kernels, datasets
 from ._api import cross_entropy, log_softmax, softmax, softmax_cross_entropy
+from .models import (
+    NotFittedError,
+    SoftmaxClassifier,
+    TwoLayerNet,
+    linear_softmax_loss,
+    two_layer_softmax_loss,
+)
 
 __version__ = "0.1.0"
 
@@ -44,6 +58,12 @@ __all__ = [
     "cross_entropy",
     "softmax",
     "log_softmax",
+    "linear_softmax_loss",
+    "two_layer_softmax_loss",
+    "SoftmaxClassifier",
+    "TwoLayerNet",
+    "NotFittedError",
+    "datasets",
     "simd_target",
     "build_info",
 ]

@@ -97,19 +97,19 @@ def test_num_threads_default_and_reporting():
 
 
 @pytest.mark.parametrize("target", _kernels.supported_targets())
-def test_target_forced_by_environment(target):
+def test_target_forced_by_environment(target, tmp_path):
     code = "import cysoftmax; print(cysoftmax.simd_target())"
     env = dict(os.environ, CYSOFTMAX_TARGET=target)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+                         check=True, cwd=tmp_path)  # the installed package, not the source tree
     assert out.stdout.strip() == target
 
 
-def test_unknown_target_in_environment_warns_and_falls_back():
+def test_unknown_target_in_environment_warns_and_falls_back(tmp_path):
     code = "import cysoftmax; print(cysoftmax.simd_target())"
     env = dict(os.environ, CYSOFTMAX_TARGET="sse9")
     out = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env,
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == _kernels.supported_targets()[-1]
     assert "CYSOFTMAX_TARGET ignored" in out.stderr
 
@@ -123,10 +123,10 @@ def test_set_target_rejects_unknown_names():
             _kernels.set_target(name)
 
 
-def test_omp_num_threads_is_honoured():
+def test_omp_num_threads_is_honoured(tmp_path):
     code = "import cysoftmax; print(cysoftmax.build_info()['default_num_threads'])"
     env = dict(os.environ, OMP_NUM_THREADS="3")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+                         check=True, cwd=tmp_path)  # the installed package, not the source tree
     expected = "3" if cysoftmax.build_info()["openmp"] else "1"
     assert out.stdout.strip() == expected
