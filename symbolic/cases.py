@@ -256,7 +256,7 @@ def build_case(spec: CaseSpec, dtype: str, reduction: str, rng: random.Random) -
     shape = [spec.n_classes] if one_d else [len(rows), spec.n_classes]
     unrow = (lambda x: x[0]) if one_d else (lambda x: x)
     loss = ref.loss
-    if reduction == "none" and one_d:
+    if reduction == "none" and one_d and isinstance(loss, list):
         loss = loss[0]
     parts = [spec.name, dtype, reduction]
     return {

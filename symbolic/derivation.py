@@ -41,7 +41,7 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
-import sys
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -52,7 +52,7 @@ from sympy.printing.str import StrPrinter
 from sympy.simplify.simplify import factor_sum
 
 from . import expressions as E
-from .expressions import C, c, eps, f, j, k, m, w, y
+from .expressions import C, c, eps, f, j, k, w, y
 
 __all__ = ["Step", "Result", "steps", "verify", "main", "render_text",
            "render_latex", "render_markdown", "is_zero"]
@@ -89,6 +89,8 @@ MEANING = {
 }
 
 _INDICES = (j, k, y, c)
+#: names of the explicit score symbols of concrete checks: f3 (one row), f1_3 (batches)
+_EXPLICIT = re.compile(r"f\d+(_\d+)?")
 
 
 # --------------------------------------------------------------------------
@@ -107,8 +109,7 @@ def is_zero(expr: sp.Expr) -> bool:
     does not, falls back to ``sympy.simplify(expr) == 0``.
     """
     sub = expr.replace(_is_indexed(f), lambda e: sp.log(_x[e.indices]))
-    sub = sub.replace(lambda e: isinstance(e, sp.Symbol) and e.name.startswith("f")
-                      and e.name[1:].isdigit(),
+    sub = sub.replace(lambda e: isinstance(e, sp.Symbol) and _EXPLICIT.fullmatch(e.name) is not None,
                       lambda e: sp.log(sp.Symbol("x" + e.name[1:], positive=True)))
     rational = sp.expand_power_exp(sp.expand_log(sub))
     if sp.expand(sp.numer(sp.together(rational))) == 0:
@@ -285,7 +286,8 @@ def _explicit(expr: sp.Expr, n: int) -> sp.Expr:
 
 
 def _verify_chain(step: Step) -> tuple[bool, list[str], str]:
-    methods, ok = [], True
+    methods: list[str] = []
+    ok = True
     first, rest = step.chain[0], step.chain[1:]
     if step.general:
         base = _resolve(first)
@@ -556,10 +558,9 @@ def render_text(results: Sequence[Result], unicode: bool = True, pretty: bool = 
     for r in results:
         mark = "[ok]" if r.ok else "[FAILED]"
         lines.append(f"{mark} {r.step.label} {r.step.title}")
+        names: list[str | None] = [None] * len(r.step.chain)
         if r.step.custom is not None:
             names = ["L_mean", "dL_mean/df_ik"]
-        else:
-            names = [None] * len(r.step.chain)
         for n, (name, expr) in enumerate(zip(names, r.step.chain)):
             if name is not None:
                 prefix = f"    {name} = "
