@@ -12,6 +12,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "cysm_exp_poly.h"
 #include "cysm_kernels.h"
 
 #define CYSM_CAT_(a, b) a##_##b

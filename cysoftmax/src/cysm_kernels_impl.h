@@ -23,8 +23,9 @@
  *
  * exp(f - m): f - m is taken exactly as a double-word (TwoSum), the argument is
  * reduced by Cody-Waite to r in [-ln2/2, ln2/2] with the low word added back,
- * exp(r) is a Taylor polynomial (degree 7 for float32, 13 for float64, both
- * below 0.2 ulp of truncation error), and 2^n is applied in two halves so that
+ * exp(r) is a near-minimax polynomial (degree 6 for float32, 11 for float64,
+ * both below 0.2 ulp; generated into cysm_exp_poly.h by gen_exp_poly.py), and
+ * 2^n is applied in two halves so that
  * subnormal results are formed correctly.  Arguments below the underflow
  * threshold (including -inf: masked classes) give exactly 0; NaN stays NaN.
  *
@@ -172,30 +173,15 @@ static inline VREAL FN(vexp)(VREAL x, VREAL xlo)
     r = r - n * ln2lo;
     r = r + xlo;
 #if CYSM_F64
-    VREAL p = (VREAL){0} + 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    static const REAL q[CYSM_EXP_F64_NCOEF] = CYSM_EXP_F64_COEFS;
+    enum { NQ = CYSM_EXP_F64_NCOEF };
 #else
-    VREAL p = (VREAL){0} + 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    static const REAL q[CYSM_EXP_F32_NCOEF] = CYSM_EXP_F32_COEFS;
+    enum { NQ = CYSM_EXP_F32_NCOEF };
 #endif
+    VREAL p = (VREAL){0} + q[0]; /* exp(r) ~ 1 + r q(r), see cysm_exp_poly.h */
+    for (int i = 1; i < NQ; i++) p = p * r + q[i];
+    p = p * r + 1;
     const VINT n1 = ni >> 1, n2 = ni - n1;
     const VREAL s1 = (VREAL)((n1 + bias) << mant_bits);
     const VREAL s2 = (VREAL)((n2 + bias) << mant_bits);
@@ -243,7 +229,7 @@ typedef struct {
 /* Pass 2: e_k = exp(f_k - m) into e_out (may be NULL, may alias f) and the sums. */
 static inline __attribute__((always_inline)) FN(row_sums)
     FN(row_exp_body)(const REAL *f, REAL *e_out, ptrdiff_t C, REAL m, const double *w,
-                     const int store, const int want_wd)
+                     const REAL *next_f, REAL *next_e, const int store, const int want_wd)
 {
     VACC t_lo = {0}, t_hi = {0}, wd_lo = {0}, wd_hi = {0};
     VINT cnt = {0};
@@ -254,6 +240,11 @@ static inline __attribute__((always_inline)) FN(row_sums)
      * parts added in the input precision (two roundings) before one widening add. */
     for (; k + 4 * NL <= C; k += 4 * NL) {
         VREAL d[4], e[4], t4[4];
+        /* this pass is compute-bound: meanwhile bring the next row into cache */
+        for (int b = 0; b < 4 * CYSM_VBYTES; b += 64) {
+            if (next_f) __builtin_prefetch((const char *)(next_f + k) + b, 0, 3);
+            if (store && next_e) __builtin_prefetch((char *)(next_e + k) + b, 1, 3);
+        }
         for (int j = 0; j < 4; j++) {
             e[j] = FN(exp_diff)(FN(load)(f + k + j * NL), mv, &d[j]);
             const VINT is_max = d[j] == 0;
@@ -309,14 +300,14 @@ static inline __attribute__((always_inline)) FN(row_sums)
 }
 
 static FN(row_sums) FN(row_exp)(const REAL *f, REAL *e_out, ptrdiff_t C, REAL m,
-                                 const double *w, int want_wd)
+                                 const double *w, int want_wd, const REAL *next_f, REAL *next_e)
 {
     if (e_out) {
-        if (want_wd) return FN(row_exp_body)(f, e_out, C, m, w, 1, 1);
-        return FN(row_exp_body)(f, e_out, C, m, w, 1, 0);
+        if (want_wd) return FN(row_exp_body)(f, e_out, C, m, w, next_f, next_e, 1, 1);
+        return FN(row_exp_body)(f, e_out, C, m, w, next_f, next_e, 1, 0);
     }
-    if (want_wd) return FN(row_exp_body)(f, e_out, C, m, w, 0, 1);
-    return FN(row_exp_body)(f, e_out, C, m, w, 0, 0);
+    if (want_wd) return FN(row_exp_body)(f, e_out, C, m, w, next_f, next_e, 0, 1);
+    return FN(row_exp_body)(f, e_out, C, m, w, next_f, next_e, 0, 0);
 }
 
 /* What a row needs after its sums are known: its loss, and the gradient
@@ -348,7 +339,8 @@ static inline FN(row_result) FN(finish_row)(const ARGS *a, int64_t y, REAL m, RE
 }
 
 /* One row with C > CYSM_SMALL_C; returns its loss. */
-static double FN(sce_row)(const ARGS *a, const REAL *f, REAL *g, int64_t y)
+static double FN(sce_row)(const ARGS *a, const REAL *f, REAL *g, int64_t y, const REAL *next_f,
+                          REAL *next_g)
 {
     const ptrdiff_t C = a->n_classes;
     if (y == a->ignore_index) {
@@ -358,7 +350,7 @@ static double FN(sce_row)(const ARGS *a, const REAL *f, REAL *g, int64_t y)
     const int smooth = a->smoothing > 0;
     const REAL fy = f[y]; /* read before g (maybe == f) is written */
     const REAL m = FN(row_max)(f, C);
-    const FN(row_sums) rs = FN(row_exp)(f, g, C, m, a->weight, smooth);
+    const FN(row_sums) rs = FN(row_exp)(f, g, C, m, a->weight, smooth, next_f, next_g);
     const double ey = g ? (double)g[y] : 0.0;
     const FN(row_result) res = FN(finish_row)(a, y, m, fy, ey, rs.t, rs.n_max, rs.wd);
     if (g) {
@@ -537,8 +529,11 @@ static void FN(sce_rows)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_
     }
     double sum = 0.0;
     for (ptrdiff_t i = r0; i < r1; i++) {
-        const double loss = FN(sce_row)(a, a->scores + i * C, a->grad ? a->grad + i * C : NULL,
-                                        a->labels[i]);
+        const int last = i + 1 == r1;
+        REAL *g = a->grad ? a->grad + i * C : NULL;
+        const double loss = FN(sce_row)(a, a->scores + i * C, g, a->labels[i],
+                                        last ? NULL : a->scores + (i + 1) * C,
+                                        (last || !g) ? NULL : g + C);
         if (row_loss) row_loss[i] = loss;
         sum += loss;
     }
@@ -552,7 +547,9 @@ static void FN(softmax_rows)(const REAL *x, REAL *out, ptrdiff_t C, ptrdiff_t r0
         const REAL *f = x + i * C;
         REAL *o = out + i * C;
         const REAL m = FN(row_max)(f, C);
-        const FN(row_sums) rs = FN(row_exp)(f, log_space ? NULL : o, C, m, NULL, 0);
+        const int last = i + 1 == r1;
+        const FN(row_sums) rs = FN(row_exp)(f, log_space ? NULL : o, C, m, NULL, 0,
+                                            last ? NULL : f + C, last ? NULL : o + C);
         if (log_space) {
             const double log_s = log1p((double)(rs.n_max - 1) + rs.t);
             const double md = (double)m;
