@@ -61,6 +61,23 @@
 #undef CYSM_VBYTES
 #pragma GCC pop_options
 
+/* ---- AVX2 + FMA with the AVX-512 target's 64-byte vectors (each operation
+ * split in two): never chosen by default; it runs the AVX-512 kernels' lane
+ * logic on CPUs without AVX-512, so that logic is tested everywhere. ---- */
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define CYSM_SFX avx2w64
+#define CYSM_VBYTES 64
+#define CYSM_F64 0
+#include "cysm_kernels_impl.h"
+#undef CYSM_F64
+#define CYSM_F64 1
+#include "cysm_kernels_impl.h"
+#undef CYSM_F64
+#undef CYSM_SFX
+#undef CYSM_VBYTES
+#pragma GCC pop_options
+
 /* ---- AVX-512F ---------------------------------------------------------- */
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx2,fma")
@@ -86,6 +103,7 @@ static const cysm_kernel_table cysm_tables[] = {
 #if CYSM_X86_TARGETS
     CYSM_TABLE("avx2", avx2, 32),
     CYSM_TABLE("avx512", avx512, 64),
+    CYSM_TABLE("avx2-w64", avx2w64, 64),
 #endif
 };
 
@@ -104,6 +122,7 @@ int cysm_target_supported(int i)
     if (i == 1) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (i == 2) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
                        __builtin_cpu_supports("fma");
+    if (i == 3) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
     return 0;
 }

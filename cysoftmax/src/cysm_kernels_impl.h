@@ -83,14 +83,14 @@ static inline VREAL FN(zero_where)(VINT mask, VREAL a) { return (VREAL)((VINT)a 
  * vector is poor, so x86 targets use the one-instruction intrinsics). */
 static inline void FN(widen)(VREAL x, VACC *lo, VACC *hi)
 {
-#if defined(CYSM_X86) && CYSM_VBYTES == 64
+#if defined(CYSM_X86) && CYSM_VBYTES == 64 && defined(__AVX512F__)
     *lo = (VACC)_mm512_cvtps_pd(_mm512_castps512_ps256((__m512)x));
     *hi = (VACC)_mm512_cvtps_pd(
         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd((__m512)x), 1)));
-#elif defined(CYSM_X86) && CYSM_VBYTES == 32
+#elif defined(CYSM_X86) && CYSM_VBYTES == 32 && defined(__AVX__)
     *lo = (VACC)_mm256_cvtps_pd(_mm256_castps256_ps128((__m256)x));
     *hi = (VACC)_mm256_cvtps_pd(_mm256_extractf128_ps((__m256)x, 1));
-#elif defined(CYSM_X86) && CYSM_VBYTES == 16
+#elif defined(CYSM_X86) && CYSM_VBYTES == 16 && defined(__SSE2__)
     *lo = (VACC)_mm_cvtps_pd((__m128)x);
     *hi = (VACC)_mm_cvtps_pd(_mm_movehl_ps((__m128)x, (__m128)x));
 #else
