@@ -445,10 +445,10 @@ static inline void FN(finish_lanes)(const ARGS *a, const double *m, const double
 
 /* Rows with C <= CYSM_SMALL_C, NL rows at a time: lane l of column vector T[k]
  * holds f[row l, class k]; the per-row finish runs in double lanes too. */
-static void FN(sce_small)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
-                          double *loss_sum)
+static inline __attribute__((always_inline)) void
+    FN(sce_small_body)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
+                       double *loss_sum, const ptrdiff_t C)
 {
-    const ptrdiff_t C = a->n_classes;
     const int smooth = a->smoothing > 0;
     VREAL T[CYSM_SMALL_C], E[CYSM_SMALL_C];
     double m[NL], fy[NL], ey[NL], t[NL], n_max[NL], wd[NL], wy[NL];
@@ -517,6 +517,21 @@ static void FN(sce_small)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row
         }
     }
     *loss_sum = sum;
+}
+
+/* The class count as a compile-time constant for the smallest C, so the
+ * transposition and the per-row loops unroll. */
+static void FN(sce_small)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
+                          double *loss_sum)
+{
+    switch (a->n_classes) {
+    case 2: FN(sce_small_body)(a, r0, r1, row_loss, loss_sum, 2); break;
+    case 3: FN(sce_small_body)(a, r0, r1, row_loss, loss_sum, 3); break;
+    case 4: FN(sce_small_body)(a, r0, r1, row_loss, loss_sum, 4); break;
+    case 5: FN(sce_small_body)(a, r0, r1, row_loss, loss_sum, 5); break;
+    case 10: FN(sce_small_body)(a, r0, r1, row_loss, loss_sum, 10); break;
+    default: FN(sce_small_body)(a, r0, r1, row_loss, loss_sum, a->n_classes); break;
+    }
 }
 
 static void FN(sce_rows)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
