@@ -19,8 +19,10 @@ Three layers, each in its own file:
 Threads and determinism: a batch of N rows is cut into blocks whose size depends
 only on the number of classes; every block writes its own rows and its own
 partial loss sum, and the partial sums are added in block order afterwards.  So
-the results are bitwise identical for any thread count.  Small problems run on
-the calling thread (see ``_BLOCK_ELEMS``).
+the results are bitwise identical for any thread count.  Blocks are handed out
+dynamically (a thread that lost its core to another process does not hold up the
+others' blocks), and a thread is started only per ``_THREAD_ELEMS`` scores, so
+small problems run on the calling thread.
 """
 
 from libc.stdint cimport int64_t
@@ -74,9 +76,9 @@ cdef extern from "src/cysm_kernels.h" nogil:
 
 cdef enum:
     # A block holds about this many scores; blocks are the unit of threading.
-    _BLOCK_ELEMS = 16384
-    # A thread is worth starting for at least this many scores (~20 us of work).
-    _THREAD_ELEMS = 65536
+    _BLOCK_ELEMS = 4096
+    # A thread is worth starting for at least this many scores (~5-10 us of work).
+    _THREAD_ELEMS = 16384
     # Rows of small-C blocks come in multiples of the widest vector of rows.
     _ROW_ALIGN = 16
     # Classes at or below which the C kernels work on a vector of rows at a time
@@ -278,7 +280,7 @@ cdef SceStatus _sce_raw(bint is_float, const void *scores, void *grad, Py_ssize_
         free(offset)
         return SCE_NO_MEMORY
     if n_threads > 1:
-        for block in prange(n_blocks, num_threads=n_threads, schedule="static"):
+        for block in prange(n_blocks, num_threads=n_threads, schedule="dynamic"):
             _sce_block(table, args, is_float, block, rows_per_block, n_rows, row_loss, partials)
     else:
         for block in range(n_blocks):
@@ -458,7 +460,7 @@ cdef object _softmax(const floating[:, ::1] scores, floating[:, ::1] out, bint l
     n_blocks = (n_rows + rows_per_block - 1) // rows_per_block
     n_threads = _threads_for(n_blocks, n_rows * n_classes, num_threads)
     with nogil:
-        for block in prange(n_blocks, num_threads=n_threads, schedule="static"):
+        for block in prange(n_blocks, num_threads=n_threads, schedule="dynamic"):
             r0 = block * rows_per_block
             r1 = min(r0 + rows_per_block, n_rows)
             if floating is float:

@@ -12,7 +12,7 @@ import pytest
 import cysoftmax
 from cysoftmax import _kernels
 
-# large enough that several threads start (a thread takes >= 65536 scores)
+# large enough that several threads start (a thread takes >= 16384 scores)
 SHAPES = [(50000, 3), (20000, 10), (4000, 40), (300, 1000), (9, 33000)]
 
 
