@@ -1,0 +1,134 @@
+"""Smoke tests of the benchmark (python -m cysoftmax.bench): it runs at a tiny shape, its
+JSON and markdown have the expected structure, and missing peers are skipped with a note.
+No timing is asserted: CI machines are too noisy for that."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cysoftmax
+from cysoftmax import bench
+
+TINY = ["--quick", "--shapes", "16x5", "--casestudy-iters", "3", "--no-cpu-probe"]
+
+
+def test_module_runs_quick_json(tmp_path):
+    # cwd away from the source tree, so the installed package is the one imported
+    proc = subprocess.run(
+        [sys.executable, "-m", "cysoftmax.bench", *TINY, "--threads", "1,all",
+         "--peers", "numpy,sklearn", "--json"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    for key in ("command", "machine", "build_info", "versions", "settings", "notes",
+                "harness_overhead_ns", "checks", "results", "overhead", "casestudy", "goals",
+                "total_seconds"):
+        assert key in report, key
+    assert report["command"].startswith("python -m cysoftmax.bench")
+    assert report["build_info"]["target"] in report["build_info"]["supported_targets"]
+    assert report["machine"]["logical_cpus"] >= 1
+    assert report["versions"]["numpy"] == np.__version__
+    # 1 dtype pair x 2 thread settings x 2 kinds
+    assert len(report["results"]) == 2 * 2 * 2
+    for entry in report["results"]:
+        assert entry["shape"] == [16, 5]
+        assert entry["kind"] in ("loss+grad", "loss")
+        assert entry["threads"] in ("1", "all")
+        for impl in ("cysoftmax", "floor", "numpy"):
+            t = entry["timings"][impl]
+            assert t["median_ns"] > 0 and t["min_ns"] <= t["median_ns"]
+            assert t["repeats"] >= 1 and t["number"] >= 1
+        assert entry["ratios"]["floor"] > 0 and entry["ratios"]["numpy"] > 0
+        assert entry["best_peer"] in entry["timings"]
+        if "sklearn" in report["skipped_peers"]:
+            assert "sklearn" not in entry["timings"]
+    for check in report["checks"].values():
+        assert check["grad_max_abs_diff"] < 1e-5
+    case = report["casestudy"]
+    assert "skipped" in case or (case["iterations"] == 3 and case["cysoftmax_s"] > 0)
+    assert {g["holds"] for g in report["goals"]} <= {True, False, None}
+
+
+def test_markdown_and_text_output(capsys):
+    assert bench.main([*TINY, "--casestudy-iters", "0", "--threads", "1", "--dtypes",
+                       "float32", "--peers", "numpy", "--markdown"]) == 0
+    md = capsys.readouterr().out
+    assert "| shape | dtype | threads | cysoftmax | copy floor | numpy |" in md
+    assert "| 16x5 | float32 | 1 |" in md
+    assert "below 1 cysoftmax is faster" in md
+    assert "Goals:" in md
+    assert bench.main([*TINY, "--casestudy-iters", "0", "--threads", "1", "--dtypes",
+                       "float64", "--peers", "numpy"]) == 0
+    text = capsys.readouterr().out
+    assert "read floor" in text and "float64" in text and "goals:" in text
+
+
+def test_missing_peer_is_skipped_with_a_note(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails
+    monkeypatch.setitem(sys.modules, "jax", None)
+    report = bench.run(shapes=[(8, 3)], dtypes=["float64"], threads=["1"],
+                       peers=["numpy", "torch", "jax"], quick=True, casestudy_iters=0,
+                       probe=False, quiet=True)
+    assert report["skipped_peers"] == {"torch": "torch is not installed",
+                                       "jax": "jax is not installed"}
+    assert any(n.startswith("torch: skipped") for n in report["notes"])
+    for entry in report["results"]:
+        assert set(entry["timings"]) == {"cysoftmax", "floor", "numpy"}
+
+
+def test_extra_targets_are_timed_and_the_target_restored():
+    before = cysoftmax.simd_target()
+    targets = cysoftmax.build_info()["supported_targets"][:2]
+    report = bench.run(shapes=[(8, 3)], dtypes=["float32"], threads=["1"], targets=targets,
+                       peers=["numpy"], quick=True, casestudy_iters=0, probe=False,
+                       quiet=True)
+    assert cysoftmax.simd_target() == before
+    for entry in report["results"]:
+        assert "cysoftmax" in entry["timings"]
+        for extra in targets[1:]:
+            assert f"cysoftmax[{extra}]" in entry["timings"]
+
+
+def test_numpy_reference_is_correct():
+    scores, labels = bench.make_inputs((7, 4), "float64")
+    loss, grad = bench.numpy_loss_grad(scores, labels)
+    ours, our_grad = cysoftmax.softmax_cross_entropy(scores, labels)
+    assert loss == pytest.approx(float(ours), rel=1e-12)
+    assert bench.numpy_loss(scores, labels) == pytest.approx(float(ours), rel=1e-12)
+    np.testing.assert_allclose(grad, our_grad, rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("argv", [["--shapes", "300"], ["--shapes", "0x3"],
+                                  ["--dtypes", "float16"], ["--threads", "0"],
+                                  ["--peers", "tensorflow"], ["--targets", "sse9"],
+                                  ["--casestudy-iters", "-1"]])
+def test_bad_arguments(argv):
+    with pytest.raises(SystemExit) as info:
+        bench.main(argv)
+    assert info.value.code == 2
+
+
+def test_shape_parsing():
+    assert bench._shapes("300x3,4096X1000") == [(300, 3), (4096, 1000)]
+
+
+def test_jax_child_process_when_installed():
+    pytest.importorskip("jax")
+    pytest.importorskip("optax")
+    result = bench.run_jax_child([(8, 3)], ["float32", "float64"], "1", budget=0.005, repeats=3)
+    assert "error" not in result, result
+    assert set(result["timings"]) == {f"8x3/{d}/{k}" for d in ("float32", "float64")
+                                      for k in ("loss+grad", "loss")}
+
+
+def test_buffers_lie_half_a_page_from_the_scores():
+    scores, _ = bench.make_inputs((33, 7), "float32")
+    out = bench.empty_apart(scores)
+    assert out.shape == scores.shape and out.dtype == scores.dtype
+    assert out.flags.c_contiguous and out.flags.writeable
+    assert (out.ctypes.data - scores.ctypes.data) % 4096 == 2048
+    cysoftmax.softmax_cross_entropy(scores, np.zeros(33, dtype=np.int64), out=out)
