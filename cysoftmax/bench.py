@@ -29,7 +29,8 @@ Each is compared, in the same run, with
   ``loss``, which return per-sample losses and an unscaled gradient, with
   ``n_threads=t``) and JAX (a jitted ``value_and_grad`` of optax's
   ``softmax_cross_entropy_with_integer_labels(...).mean()``; run in a child
-  process whose XLA thread pool is limited to one thread for ``t = 1``).
+  process that is pinned to ``t`` CPUs when ``t`` is not "all", because XLA's
+  thread pool ignores any per-call setting).
 
 Every time is the median over repeated samples; each sample times a
 ``perf_counter_ns`` loop over many calls, so the harness adds tens of
@@ -81,9 +82,10 @@ SEED = 20261201
 BUDGET, QUICK_BUDGET = 0.3, 0.02
 REPEATS, QUICK_REPEATS = 7, 3
 MIN_REPEATS = 3
+# pause before each sample of a group: OpenMP workers spin for ~5-8 ms after a parallel
+# region, and those of the previous loop (another runtime, maybe) would compete
+SETTLE_S = 0.015
 
-# XLA's switches for a single-threaded CPU client (read once, at JAX's start)
-XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 Timing = Dict[str, Any]
 Loop = Callable[[int], int]
@@ -133,7 +135,11 @@ def measure_group(loops: Dict[str, Loop], budget: float, repeats: int,
 
     Each loop is warmed up and planned (:func:`_plan`), then the samples are
     taken round-robin -- one sample of each loop in turn -- so that a change of
-    load on a shared machine affects all of them alike. A loop that raises
+    load on a shared machine affects all of them alike; before each sample the
+    harness sleeps ``SETTLE_S`` so that idle threads of the previous loop have
+    stopped spinning. ``cpu_per_wall`` is the
+    process's CPU time over the wall time of the samples: about how many cores
+    the loop kept busy (threads of other libraries count too). A loop that raises
     while warming up is left out, its error recorded in ``errors``. The garbage
     collector is off while timing.
     """
@@ -150,16 +156,22 @@ def measure_group(loops: Dict[str, Loop], budget: float, repeats: int,
                     raise
                 errors[name] = f"{type(exc).__name__}: {exc}"
         samples: Dict[str, List[float]] = {name: [] for name in plans}
+        cpu = {name: 0 for name in plans}
         for r in range(max((p[1] for p in plans.values()), default=0)):
             for name, (number, reps) in plans.items():
                 if r < reps:
+                    if len(plans) > 1:
+                        time.sleep(SETTLE_S)  # let the previous loop's idle threads stop
+                    c0 = time.process_time_ns()
                     samples[name].append(loops[name](number) / number)
+                    cpu[name] += time.process_time_ns() - c0
     finally:
         if gc_was_enabled:
             gc.enable()
     return {
         name: {"median_ns": statistics.median(xs), "min_ns": min(xs),
-               "repeats": len(xs), "number": plans[name][0]}
+               "repeats": len(xs), "number": plans[name][0],
+               "cpu_per_wall": round(cpu[name] / max(1.0, sum(xs) * plans[name][0]), 2)}
         for name, xs in samples.items()
     }
 
@@ -370,8 +382,8 @@ PEER_NOTES = {
     "jax": "jax.jit(jax.value_and_grad(optax.softmax_cross_entropy_with_integer_labels(...)"
            ".mean())) (loss only: the jitted loss), compiled before timing, "
            "block_until_ready on each call, float64 with jax_enable_x64; timed in a child "
-           "process (XLA fixes its thread pool at start: one thread for t = 1), so not "
-           "interleaved with the others",
+           "process pinned to t CPUs (os.sched_setaffinity; XLA's thread pool takes no "
+           "thread count), so not interleaved with the others",
 }
 
 PEER_MODULES = {"torch": ("torch",), "sklearn": ("sklearn",), "jax": ("jax", "jaxlib", "optax")}
@@ -513,11 +525,14 @@ def _jax_configs(shapes: Sequence[Tuple[int, int]], dtypes: Sequence[str]) -> Li
 def run_jax_child(shapes: Sequence[Tuple[int, int]], dtypes: Sequence[str], setting: str,
                   budget: float, repeats: int) -> Dict[str, Any]:
     """Time the JAX peer in a child process; returns {"timings": {...}} or {"error": ...}."""
-    env = dict(os.environ)
-    if _thread_count(setting) == 1:
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + XLA_ONE_THREAD).strip()
+    cpus: Optional[List[int]] = None
+    if setting != "all" and hasattr(os, "sched_getaffinity"):
+        usable = sorted(os.sched_getaffinity(0))
+        if _thread_count(setting) < len(usable):
+            cpus = usable[:_thread_count(setting)]
     request = {"configs": _jax_configs(shapes, dtypes), "threads": _thread_count(setting),
-               "budget": budget, "repeats": repeats}
+               "cpus": cpus, "budget": budget, "repeats": repeats}
+    env = dict(os.environ)
     try:
         proc = subprocess.run([sys.executable, "-m", "cysoftmax.bench", "--jax-worker"],
                               input=json.dumps(request), capture_output=True, text=True,
@@ -537,6 +552,8 @@ def run_jax_child(shapes: Sequence[Tuple[int, int]], dtypes: Sequence[str], sett
 def _jax_worker() -> int:
     """Child process: read a request on stdin, print the JAX timings as one JSON line."""
     request = json.loads(sys.stdin.read())
+    if request.get("cpus"):  # before JAX starts its threads: they all inherit it
+        os.sched_setaffinity(0, request["cpus"])
     import jax
 
     jax.config.update("jax_enable_x64", True)  # float64 stays float64
@@ -548,17 +565,25 @@ def _jax_worker() -> int:
             key = f"{shape[0]}x{shape[1]}/{dtype}/{kind}"
             timings[key] = measure(jax_peer(kind, scores, labels, request["threads"]),
                                    request["budget"], request["repeats"])
-    print(json.dumps({"timings": timings, "version": jax.__version__}))
+    print(json.dumps({"timings": timings, "version": jax.__version__,
+                      "cpus": request.get("cpus")}))
     return 0
 
 
-def overhead_section(shape: Tuple[int, int], budget: float, repeats: int) -> Dict[str, Any]:
-    """Per-call cost of each layer at a small shape, one thread: public API, the
-    compiled fast path ``_kernels.sce_fast`` and the bare kernel."""
-    out: Dict[str, Any] = {"shape": list(shape), "timings": {}}
-    for dtype in DTYPES:
+def overhead_section(shape: Tuple[int, int], dtypes: Sequence[str], budget: float,
+                     repeats: int) -> Dict[str, Any]:
+    """Where the time of a small call goes, one thread, loss+grad.
+
+    Times the public API, the compiled fast path ``_kernels.sce_fast`` that it
+    calls, the bare typed kernel, and the public API on one row of the same
+    width (about the fixed cost of a call); ``per_row_ns`` is the rest divided
+    by the other rows.
+    """
+    out: Dict[str, Any] = {"shape": list(shape), "timings": {}, "per_row_ns": {}}
+    for dtype in dtypes:
         scores, labels = make_inputs(shape, dtype)
         grad = empty_apart(scores)
+        one_row, one_label = scores[:1].copy(), labels[:1].copy()
         kernel = _kernels.sce_float32 if dtype == "float32" else _kernels.sce_float64
         calls = {"softmax_cross_entropy": ours_loop("loss+grad", scores, labels, 1)}
         fast = getattr(_kernels, "sce_fast", None)  # the compiled fast path, when present
@@ -567,8 +592,14 @@ def overhead_section(shape: Tuple[int, int], budget: float, repeats: int) -> Dic
                 fast, scores, labels, "mean", None, -100, 0.0, grad, 1, True))
         calls["_kernels.sce_" + dtype] = loop_of(partial(
             kernel, scores, labels, None, -100, 0.0, _kernels.REDUCTION_MEAN, grad, 1))
+        calls[f"softmax_cross_entropy at 1x{shape[1]}"] = ours_loop(
+            "loss+grad", one_row, one_label, 1)
         timed = measure_group(calls, budget, repeats)
         out["timings"][dtype] = {name: t["median_ns"] for name, t in timed.items()}
+        if shape[0] > 1:
+            rest = (timed["softmax_cross_entropy"]["median_ns"]
+                    - timed[f"softmax_cross_entropy at 1x{shape[1]}"]["median_ns"])
+            out["per_row_ns"][dtype] = rest / (shape[0] - 1)
     return out
 
 
@@ -727,7 +758,7 @@ def run(shapes: Sequence[Tuple[int, int]] = DEFAULT_SHAPES, dtypes: Sequence[str
     if shapes:
         small = min(shapes, key=lambda s: s[0] * s[1])
         _log(quiet, f"per-call overhead at {small[0]}x{small[1]}")
-        report["overhead"] = overhead_section(small, budget, repeats)
+        report["overhead"] = overhead_section(small, dtypes, budget, repeats)
 
     if casestudy_iters is None:
         casestudy_iters = 200 if quick else 10_000
@@ -825,9 +856,11 @@ def _columns(report: Dict[str, Any]) -> Tuple[List[str], List[str]]:
 
 def _table_rows(report: Dict[str, Any], kind: str) -> Tuple[List[str], List[List[str]]]:
     impls, peers = _columns(report)
-    header = ["shape", "dtype", "threads"] + [
-        FLOOR_NAME[kind] if k == "floor" else k for k in impls
-    ] + ["ours/floor"] + [f"ours/{p}" for p in peers] + ["ours/best peer"]
+    targets = report["settings"]["targets"]
+    names = {"floor": FLOOR_NAME[kind]}
+    if len(targets) > 1:
+        names["cysoftmax"] = f"cysoftmax[{targets[0]}]"
+    header = ["shape", "dtype", "threads"] + [names.get(k, k) for k in impls] + ["ours/floor"] + [f"ours/{p}" for p in peers] + ["ours/best peer"]
     rows = []
     for e in report["results"]:
         if e["kind"] != kind:
@@ -882,7 +915,10 @@ def _overhead_lines(report: Dict[str, Any]) -> List[str]:
         return []
     lines = [f"per-call cost at {o['shape'][0]}x{o['shape'][1]}, 1 thread (loss+grad):"]
     for dtype, t in o["timings"].items():
-        lines.append(f"  {dtype}: " + ", ".join(f"{k} {fmt_time(v)}" for k, v in t.items()))
+        line = f"  {dtype}: " + ", ".join(f"{k} {fmt_time(v)}" for k, v in t.items())
+        if dtype in o["per_row_ns"]:
+            line += f"; so about {o['per_row_ns'][dtype]:.1f} ns per further row"
+        lines.append(line)
     return lines
 
 
@@ -948,7 +984,8 @@ def format_markdown(report: Dict[str, Any]) -> str:
         out.extend("| " + " | ".join(r) + " |" for r in rows)
         out.append("")
     out.extend(f"- {n}" for n in report["notes"])
-    out.extend(f"- {line.strip()}" for line in _overhead_lines(report))
+    out.extend(f"  - {line.strip()}" if line.startswith(" ") else f"- {line}"
+               for line in _overhead_lines(report))
     out.extend(f"- {line}" for line in _casestudy_lines(report))
     out.append("")
     out.append("Goals:")
@@ -1000,8 +1037,9 @@ def _threads(text: str) -> List[str]:
 
 def _targets(text: str) -> List[str]:
     supported = _kernels.supported_targets()
-    if text == "all":
-        return supported
+    if text == "all":  # the current target first: the ratios use it
+        current = _kernels.current_target()
+        return [current] + [t for t in supported if t != current]
     items = [x.strip() for x in text.split(",") if x.strip()]
     bad = [x for x in items if x not in supported]
     if bad or not items:

@@ -41,7 +41,7 @@ def test_module_runs_quick_json(tmp_path):
         for impl in ("cysoftmax", "floor", "numpy"):
             t = entry["timings"][impl]
             assert t["median_ns"] > 0 and t["min_ns"] <= t["median_ns"]
-            assert t["repeats"] >= 1 and t["number"] >= 1
+            assert t["repeats"] >= 1 and t["number"] >= 1 and t["cpu_per_wall"] >= 0
         assert entry["ratios"]["floor"] > 0 and entry["ratios"]["numpy"] > 0
         assert entry["best_peer"] in entry["timings"]
         if "sklearn" in report["skipped_peers"]:
