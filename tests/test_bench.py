@@ -105,7 +105,7 @@ def test_numpy_reference_is_correct():
 @pytest.mark.parametrize("argv", [["--shapes", "300"], ["--shapes", "0x3"],
                                   ["--dtypes", "float16"], ["--threads", "0"],
                                   ["--peers", "tensorflow"], ["--targets", "sse9"],
-                                  ["--casestudy-iters", "-1"]])
+                                  ["--casestudy-iters", "-1"], ["--jax-processes", "0"]])
 def test_bad_arguments(argv):
     with pytest.raises(SystemExit) as info:
         bench.main(argv)
@@ -120,7 +120,7 @@ def test_jax_child_process_when_installed():
     pytest.importorskip("jax")
     pytest.importorskip("optax")
     result = bench.run_jax_child([(8, 3)], ["float32", "float64"], "1", budget=0.005, repeats=3)
-    assert "error" not in result, result
+    assert not result["errors"], result
     assert set(result["timings"]) == {f"8x3/{d}/{k}" for d in ("float32", "float64")
                                       for k in ("loss+grad", "loss")}
 
