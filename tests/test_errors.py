@@ -121,3 +121,21 @@ def test_ignore_index_matching_a_uint_label_value():
     labels = np.array([0, 200, 2, 1], dtype=np.uint8)
     loss = cysoftmax.cross_entropy(S, labels, ignore_index=200, reduction="none")
     assert loss[1] == 0
+
+
+def test_out_sharing_memory_with_labels_or_weight():
+    """labels and weight are read after out is written: shared memory must not matter."""
+    rng = np.random.default_rng(4)
+    s = rng.random((64, 40))
+    want_loss, want_grad = reference.cross_entropy(s, np.ones(64, dtype=int))
+    out = np.zeros_like(s)
+    y = out.reshape(-1).view(np.int64)[:64]
+    y[:] = 1
+    loss, grad = cysoftmax.softmax_cross_entropy(s, y, out=out)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-13)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-17)
+    out2 = np.zeros_like(s)
+    w = out2.reshape(-1)[:40]
+    w[:] = 1
+    loss, _ = cysoftmax.softmax_cross_entropy(s, [0] * 64, weight=w, out=out2, reduction="none")
+    assert np.all(loss > 0)
