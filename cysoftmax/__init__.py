@@ -33,20 +33,26 @@ __version__ = "0.1.0"
 
 
 def simd_target() -> str:
-    """The instruction-set target the kernels run on ("baseline", "avx2" or "avx512").
+    """The instruction-set target the kernels run on.
 
-    Chosen at import as the widest one the CPU supports; the environment variable
-    ``CYSOFTMAX_TARGET`` forces one (for testing).
+    One of ``build_info()["supported_targets"]``: "baseline", "avx2", "avx512" or the
+    test-only "avx2-w64".  Chosen at import as the widest of "avx512", "avx2" and
+    "baseline" the CPU supports; the environment variable ``CYSOFTMAX_TARGET`` forces one.
     """
     return _kernels.current_target()
 
 
 def build_info() -> dict:
-    """How this build runs: OpenMP, default thread count, compiled and usable SIMD targets."""
+    """How this build runs: OpenMP, default thread count, compiled and usable SIMD targets.
+
+    ``forked_child`` is True in a process created by ``fork()`` after import; kernels
+    then run on one thread (see the README's "Threads").
+    """
     return {
         "version": __version__,
         "openmp": _kernels.openmp_enabled(),
         "default_num_threads": _kernels.default_num_threads(),
+        "forked_child": _kernels.forked_child(),
         "targets": _kernels.targets(),
         "supported_targets": _kernels.supported_targets(),
         "target": _kernels.current_target(),

@@ -74,6 +74,13 @@ cdef extern from "src/cysm_kernels.h" nogil:
     int cysm_openmp_enabled()
     int cysm_openmp_max_threads()
 
+__all__ = [
+    "REDUCTION_NONE", "REDUCTION_MEAN", "REDUCTION_SUM", "LabelOutOfRange",
+    "targets", "supported_targets", "current_target", "default_target", "set_target",
+    "openmp_enabled", "default_num_threads", "forked_child",
+    "sce_float32", "sce_float64", "sce_fast", "softmax_float32", "softmax_float64",
+]
+
 cdef enum:
     # A block holds about this many scores; blocks are the unit of threading.
     _BLOCK_ELEMS = 4096
@@ -155,9 +162,50 @@ def openmp_enabled():
     return bool(cysm_openmp_enabled())
 
 
+# Threads for num_threads=None, fixed at import (see _initial_num_threads), and whether
+# this process is a child created by fork() (then every kernel runs on one thread).
+cdef int _default_threads = 1
+cdef bint _forked_child = False
+
+
 def default_num_threads():
-    """Threads used when ``num_threads=None``: OpenMP's default (honours OMP_NUM_THREADS)."""
-    return cysm_openmp_max_threads()
+    """Threads used when ``num_threads=None``.
+
+    The first value of ``OMP_NUM_THREADS`` when it is a positive integer, else the
+    number of CPUs this process may run on; read once, at import.  Other libraries
+    changing the OpenMP runtime's setting (``omp_set_num_threads``, as
+    ``torch.set_num_threads`` does) do not change it.  1 without OpenMP, and in a
+    process created by ``fork()`` (see ``forked_child``).
+    """
+    return 1 if _forked_child else _default_threads
+
+
+def forked_child():
+    """Whether this process was created by ``fork()`` after cysoftmax was imported.
+
+    GNU OpenMP's thread pool does not survive ``fork()``: a parallel region in the
+    child can hang forever.  So in such a child every kernel runs on one thread,
+    whatever ``num_threads`` says; results are bitwise the same on any thread count.
+    """
+    return bool(_forked_child)
+
+
+def _initial_num_threads():
+    import os
+    if not cysm_openmp_enabled():
+        return 1
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if first.isdigit() and 0 < int(first) < 65536:
+        return int(first)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _after_fork_in_child():
+    global _forked_child
+    _forked_child = True
 
 
 # ------------------------------------------------------------ the blocks
@@ -174,7 +222,7 @@ cdef inline Py_ssize_t _rows_per_block(Py_ssize_t n_classes) noexcept nogil:
 cdef inline int _threads_for(Py_ssize_t n_blocks, Py_ssize_t n_elems, int num_threads) noexcept nogil:
     """Threads for a problem: at most one per block and per _THREAD_ELEMS scores."""
     cdef Py_ssize_t by_work = n_elems // _THREAD_ELEMS
-    if not cysm_openmp_enabled():
+    if _forked_child or not cysm_openmp_enabled():
         return 1
     return <int>max(1, min(<Py_ssize_t>num_threads, min(n_blocks, by_work)))
 
@@ -389,7 +437,7 @@ def sce_fast(scores, labels, reduction, weight, ignore_index, label_smoothing, o
         return None
     code = _REDUCTION_CODES[reduction]
     if num_threads is None:
-        n_threads = cysm_openmp_max_threads()
+        n_threads = _default_threads
     elif type(num_threads) is int and 0 < num_threads < 65536:
         n_threads = num_threads
     else:
@@ -447,10 +495,22 @@ _F32 = np.float32
 
 # ------------------------------------------------------ softmax, log_softmax
 
+cdef inline void _softmax_block(const cysm_kernel_table *table, const floating *scores,
+                                floating *out, Py_ssize_t n_rows, Py_ssize_t n_classes,
+                                Py_ssize_t block, Py_ssize_t rows_per_block,
+                                bint log_space) noexcept nogil:
+    cdef Py_ssize_t r0 = block * rows_per_block
+    cdef Py_ssize_t r1 = min(r0 + rows_per_block, n_rows)
+    if floating is float:
+        table.softmax_f32(scores, out, n_classes, r0, r1, log_space)
+    else:
+        table.softmax_f64(scores, out, n_classes, r0, r1, log_space)
+
+
 cdef object _softmax(const floating[:, ::1] scores, floating[:, ::1] out, bint log_space,
                      int num_threads):
     cdef Py_ssize_t n_rows = scores.shape[0], n_classes = scores.shape[1]
-    cdef Py_ssize_t block, r0, r1, n_blocks, rows_per_block
+    cdef Py_ssize_t block, n_blocks, rows_per_block
     cdef const cysm_kernel_table *table = _table
     cdef int n_threads
     if n_rows == 0:
@@ -460,13 +520,14 @@ cdef object _softmax(const floating[:, ::1] scores, floating[:, ::1] out, bint l
     n_blocks = (n_rows + rows_per_block - 1) // rows_per_block
     n_threads = _threads_for(n_blocks, n_rows * n_classes, num_threads)
     with nogil:
-        for block in prange(n_blocks, num_threads=n_threads, schedule="dynamic"):
-            r0 = block * rows_per_block
-            r1 = min(r0 + rows_per_block, n_rows)
-            if floating is float:
-                table.softmax_f32(&scores[0, 0], &out[0, 0], n_classes, r0, r1, log_space)
-            else:
-                table.softmax_f64(&scores[0, 0], &out[0, 0], n_classes, r0, r1, log_space)
+        if n_threads > 1:
+            for block in prange(n_blocks, num_threads=n_threads, schedule="dynamic"):
+                _softmax_block(table, &scores[0, 0], &out[0, 0], n_rows, n_classes,
+                               block, rows_per_block, log_space)
+        else:
+            for block in range(n_blocks):
+                _softmax_block(table, &scores[0, 0], &out[0, 0], n_rows, n_classes,
+                               block, rows_per_block, log_space)
 
 
 def softmax_float32(const float[:, ::1] scores, float[:, ::1] out, bint log_space, int num_threads):
@@ -495,3 +556,13 @@ def _select_initial_target():
 
 
 _select_initial_target()
+_default_threads = _initial_num_threads()
+
+
+def _register_fork_handler():
+    import os
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_register_fork_handler()

@@ -131,3 +131,77 @@ def test_omp_num_threads_is_honoured(tmp_path):
                          check=True, cwd=tmp_path)  # the installed package, not the source tree
     expected = "3" if cysoftmax.build_info()["openmp"] else "1"
     assert out.stdout.strip() == expected
+
+
+def _run_script(code, tmp_path, env=None, timeout=120):
+    """Run ``code`` in a fresh interpreter on the installed package; return its stdout."""
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, cwd=tmp_path, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the script hung (no exit after {timeout} s):\n{code}")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_omp_num_threads_list_takes_its_first_value(tmp_path):
+    code = "import cysoftmax; print(cysoftmax.build_info()['default_num_threads'])"
+    out = _run_script(code, tmp_path, env=dict(os.environ, OMP_NUM_THREADS="3,2"))
+    assert out == ("3" if cysoftmax.build_info()["openmp"] else "1")
+
+
+def test_default_without_omp_num_threads_is_the_usable_cpus(tmp_path):
+    code = "import cysoftmax; print(cysoftmax.build_info()['default_num_threads'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert _run_script(code, tmp_path, env=env) == str(usable if cysoftmax.build_info()["openmp"] else 1)
+
+
+@pytest.mark.skipif(not cysoftmax.build_info()["openmp"], reason="built without OpenMP")
+def test_default_ignores_omp_set_num_threads_by_other_libraries(tmp_path):
+    # torch.set_num_threads and others call omp_set_num_threads on the shared runtime
+    code = """if True:
+        import ctypes, sys
+        import cysoftmax
+        try:
+            gomp = ctypes.CDLL("libgomp.so.1")
+        except OSError:
+            print("no-libgomp"); sys.exit(0)
+        before = cysoftmax.build_info()["default_num_threads"]
+        gomp.omp_set_num_threads(1)
+        assert gomp.omp_get_max_threads() == 1
+        print(before, cysoftmax.build_info()["default_num_threads"])
+    """
+    out = _run_script(code, tmp_path, env=dict(os.environ, OMP_NUM_THREADS="4"))
+    if out == "no-libgomp":
+        pytest.skip("the OpenMP runtime is not libgomp")
+    assert out == "4 4"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_child_forked_after_threaded_calls_runs_serially_and_does_not_hang(tmp_path):
+    # GNU OpenMP's thread pool does not survive fork(): a parallel region in the child
+    # would wait forever for the parent's worker threads.
+    code = """if True:
+        import os
+        import numpy as np
+        import cysoftmax
+        from cysoftmax import _kernels
+        rng = np.random.default_rng(0)
+        scores = rng.normal(size=(4096, 256))
+        labels = rng.integers(0, 256, size=4096)
+        loss, grad = cysoftmax.softmax_cross_entropy(scores, labels, num_threads=2)
+        p = cysoftmax.softmax(scores, num_threads=2)
+        assert not _kernels.forked_child()
+        pid = os.fork()
+        if pid == 0:
+            ok = (_kernels.forked_child() and _kernels.default_num_threads() == 1)
+            for threads in (None, 2):
+                l2, g2 = cysoftmax.softmax_cross_entropy(scores, labels, num_threads=threads)
+                ok = ok and l2 == loss and np.array_equal(g2, grad)
+                ok = ok and np.array_equal(cysoftmax.softmax(scores, num_threads=threads), p)
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), _kernels.forked_child())
+    """
+    assert _run_script(code, tmp_path) == "0 False"
