@@ -33,8 +33,15 @@ _INT64_MAX = np.iinfo(np.int64).max
 
 # ------------------------------------------------------------------ checks
 
+def _refuse_masked(value, name: str, hint: str) -> None:
+    """A masked array would silently lose its mask in the conversion: refuse it."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array, whose mask would be ignored; {hint}")
+
+
 def _as_scores(scores) -> np.ndarray:
     """scores as a native-endian float32/float64 ndarray with ndim >= 1 and C >= 1."""
+    _refuse_masked(scores, "scores", "pass scores.filled(-np.inf) to mask classes")
     arr = scores if type(scores) is np.ndarray else np.asarray(scores)
     dt = arr.dtype
     if dt is not _F64 and dt is not _F32:
@@ -53,6 +60,7 @@ def _as_scores(scores) -> np.ndarray:
 
 def _as_labels(labels, batch_shape: tuple, n_classes: int, ignore_index: int) -> np.ndarray:
     """labels as a flat C-contiguous int64 array with shape batch_shape."""
+    _refuse_masked(labels, "labels", "pass labels.filled(ignore_index) to ignore masked rows")
     arr = labels if type(labels) is np.ndarray else np.asarray(labels)
     dt = arr.dtype
     if arr.shape != batch_shape:
@@ -64,10 +72,8 @@ def _as_labels(labels, batch_shape: tuple, n_classes: int, ignore_index: int) ->
         if kind == "u" and dt.itemsize == 8 and arr.size and arr.max() > _INT64_MAX:
             pos = int(np.argmax(arr > _INT64_MAX))
             _raise_label_range(arr.reshape(-1), pos, batch_shape, n_classes, ignore_index)
-        if kind == "O" and arr.size and all(type(v) is int for v in arr.flat):
-            for pos, v in enumerate(arr.flat):
-                if v != ignore_index and not 0 <= v < n_classes:
-                    _raise_label_range(arr.reshape(-1), pos, batch_shape, n_classes, ignore_index)
+        if kind == "O":
+            arr = _object_labels(arr, batch_shape, n_classes, ignore_index)
         elif kind == "f" and arr.size == 0 and type(labels) is not np.ndarray:
             pass  # an empty Python sequence
         elif kind not in "iu":
@@ -76,10 +82,29 @@ def _as_labels(labels, batch_shape: tuple, n_classes: int, ignore_index: int) ->
     return np.ascontiguousarray(arr).reshape(-1)
 
 
+def _object_labels(arr, batch_shape, n_classes, ignore_index) -> np.ndarray:
+    """An object array of Python or NumPy integers (any size) as int64, range-checked."""
+    values = []
+    for v in arr.flat:
+        if isinstance(v, (bool, np.bool_)):
+            raise TypeError("labels must be integers (class indices), got a bool")
+        try:
+            values.append(operator.index(v))
+        except TypeError:
+            raise TypeError(
+                f"labels must be integers (class indices), got {type(v).__name__} {v!r}"
+            ) from None
+    for pos, v in enumerate(values):
+        if v != ignore_index and not 0 <= v < n_classes:
+            _raise_label_range(values, pos, batch_shape, n_classes, ignore_index)
+    return np.array(values, dtype=_I64).reshape(batch_shape)
+
+
 def _raise_label_range(flat, pos, batch_shape, n_classes, ignore_index):
-    where = np.unravel_index(pos, batch_shape) if batch_shape else ()
+    index = ", ".join(str(int(i)) for i in np.unravel_index(pos, batch_shape))
+    where = f"[{index}]" if batch_shape else ""  # one sample: labels is a scalar
     raise IndexError(
-        f"labels{list(map(int, where))} = {flat[pos]} is not a class index in [0, {n_classes}) "
+        f"labels{where} = {flat[pos]} is not a class index in [0, {n_classes}) "
         f"and not ignore_index ({ignore_index})"
     )
 
@@ -87,6 +112,7 @@ def _raise_label_range(flat, pos, batch_shape, n_classes, ignore_index):
 def _as_weight(weight, n_classes: int) -> Optional[np.ndarray]:
     if weight is None:
         return None
+    _refuse_masked(weight, "weight", "pass weight.filled(0) to give masked classes no weight")
     w = np.asarray(weight)
     if w.dtype.kind not in "iuf":
         raise TypeError(f"weight must hold real numbers, got dtype {w.dtype}")
@@ -106,6 +132,8 @@ def _as_reduction(reduction) -> int:
 
 
 def _as_smoothing(label_smoothing) -> float:
+    if isinstance(label_smoothing, np.ndarray) and label_smoothing.ndim == 0:
+        label_smoothing = label_smoothing[()]  # a 0-d array: its scalar
     if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(
         label_smoothing, (int, float, np.integer, np.floating)
     ):
@@ -143,8 +171,9 @@ def _as_num_threads(num_threads) -> int:
 
 
 def _check_out(out, scores: np.ndarray, name: str = "out") -> np.ndarray:
-    if type(out) is not np.ndarray:
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if not isinstance(out, np.ndarray) or isinstance(out, (np.ma.MaskedArray, np.matrix)):
+        raise TypeError(f"{name} must be a numpy.ndarray (np.memmap is fine; not a masked "
+                        f"array or matrix), got {type(out).__name__}")
     if out.dtype != scores.dtype or not out.dtype.isnative:
         raise TypeError(f"{name} must have dtype {scores.dtype} (native byte order), got {out.dtype}")
     if out.shape != scores.shape:
@@ -171,12 +200,12 @@ def _rows(scores: np.ndarray, out: Optional[np.ndarray]):
 # ------------------------------------------------------------------ the API
 
 def _divide(total: float, denominator: float) -> float:
-    """total / denominator with IEEE results for a zero denominator (0/0 is NaN)."""
-    if denominator:
-        return total / denominator
-    if total == 0 or total != total:
-        return math.nan
-    return math.copysign(math.inf, total) * math.copysign(1.0, denominator)
+    """The "mean": NaN when the denominator (the summed weight of the rows) is 0.
+
+    That is every row ignored, an empty batch, or weights of 0 on every target; the
+    kernels then also make the gradient of the non-ignored rows NaN (as PyTorch does).
+    """
+    return total / denominator if denominator else math.nan
 
 
 def _run(scores, labels, reduction, weight, ignore_index, label_smoothing, num_threads,
@@ -270,7 +299,8 @@ def softmax_cross_entropy(
     -------
     loss : numpy scalar, or ndarray of shape (...) when ``reduction="none"``
         In the dtype of `scores`; accumulated in float64.  ``"mean"`` over no
-        (non-ignored) rows is NaN; ``"sum"`` of an empty batch is 0.
+        (non-ignored) rows, or with a total target weight of 0, is NaN (and so is
+        the gradient of the non-ignored rows); ``"sum"`` of an empty batch is 0.
     grad : ndarray, shape and dtype of `scores`
         ``dloss/dscores``; `out` when given.
 

@@ -27,6 +27,7 @@ small problems run on the calling thread.
 
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
+from libc.math cimport NAN
 from cython cimport floating
 from cython.parallel cimport prange
 
@@ -282,7 +283,11 @@ cdef SceStatus _sce_raw(bint is_float, const void *scores, void *grad, Py_ssize_
         weight_total = 0.0
         for i in range(n_classes):
             weight_total += weight[i]
-    grad_scale = 1.0 / denominator if reduction == RED_MEAN else 1.0
+    grad_scale = 1.0
+    if reduction == RED_MEAN:
+        # a zero total weight (every target weighted 0): the mean is NaN, and so is the
+        # gradient of every non-ignored row (as PyTorch)
+        grad_scale = 1.0 / denominator if denominator != 0 else NAN
 
     if smoothing > 0 and grad != NULL:
         offset = malloc(n_classes * (sizeof(float) if is_float else sizeof(double)))

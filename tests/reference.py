@@ -49,8 +49,9 @@ def cross_entropy(f, y, reduction="mean", weight=None, ignore_index=-100, label_
         return row.reshape(f.shape[:-1]), grad.reshape(f.shape)
     if reduction == "sum":
         return row.sum(), grad.reshape(f.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scale = 1.0 / denominator
-        loss = row.sum() / denominator
+    # a zero total weight (no rows, every row ignored, or weight 0 on every target):
+    # the mean is undefined, NaN, and so is the gradient of the kept rows (as PyTorch)
+    scale = 1.0 / denominator if denominator != 0 else np.nan
+    loss = row.sum() * scale
     grad = np.where(keep[:, None], grad * scale, 0.0)
     return loss, grad.reshape(f.shape)

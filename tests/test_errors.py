@@ -69,6 +69,23 @@ BAD = [
     ("threads-float", lambda: cysoftmax.softmax(S, num_threads=2.0), TypeError, "num_threads"),
     ("threads-bool", lambda: cysoftmax.softmax(S, num_threads=True), TypeError, "num_threads"),
     ("positional-options", lambda: cysoftmax.softmax_cross_entropy(S, Y, "sum"), TypeError, None),
+    ("labels-one-sample", lambda: cysoftmax.cross_entropy(np.zeros(3), 5), IndexError, "labels = 5 "),
+    ("labels-object-mixed-huge", lambda: cysoftmax.cross_entropy(
+        S, np.array([np.int64(0), 2**70, 0, 0], dtype=object)), IndexError, f"labels[1] = {2**70} "),
+    ("labels-object-float", lambda: cysoftmax.cross_entropy(
+        S, np.array([0, 1.5, 0, 0], dtype=object)), TypeError, "labels"),
+    ("labels-object-bool", lambda: cysoftmax.cross_entropy(
+        S, np.array([0, True, 0, 0], dtype=object)), TypeError, "labels"),
+    ("scores-masked", lambda: cysoftmax.softmax_cross_entropy(np.ma.masked_less(S, 0), Y),
+     TypeError, "scores is a masked array"),
+    ("softmax-masked", lambda: cysoftmax.softmax(np.ma.masked_less(S, 0)), TypeError, "scores"),
+    ("labels-masked", lambda: cysoftmax.cross_entropy(S, np.ma.masked_equal(Y, 1)),
+     TypeError, "labels is a masked array"),
+    ("weight-masked", lambda: cysoftmax.cross_entropy(S, Y, weight=np.ma.masked_equal([1., 2., 3.], 2)),
+     TypeError, "weight is a masked array"),
+    ("out-masked", lambda: cysoftmax.softmax_cross_entropy(S, Y, out=np.ma.zeros((4, 3))), TypeError, "out"),
+    ("smoothing-1d-array", lambda: cysoftmax.cross_entropy(S, Y, label_smoothing=np.array([0.1])),
+     TypeError, "label_smoothing"),
 ]
 
 
@@ -139,3 +156,29 @@ def test_out_sharing_memory_with_labels_or_weight():
     w[:] = 1
     loss, _ = cysoftmax.softmax_cross_entropy(s, [0] * 64, weight=w, out=out2, reduction="none")
     assert np.all(loss > 0)
+
+
+def test_object_labels_of_numpy_and_python_integers():
+    labels = np.array([np.int64(0), 1, np.uint8(2), -100], dtype=object)
+    want = reference.cross_entropy(S, np.array([0, 1, 2, -100]))
+    loss, grad = cysoftmax.softmax_cross_entropy(S, labels)
+    np.testing.assert_allclose(loss, want[0], rtol=1e-14)
+    np.testing.assert_allclose(grad, want[1], rtol=1e-14, atol=1e-300)
+
+
+def test_zero_d_array_label_smoothing_is_its_value():
+    for eps in (np.array(0.1), np.array(0.1, dtype=np.float32), np.float64(0.1)):
+        got = cysoftmax.cross_entropy(S, Y, label_smoothing=eps)
+        want = reference.cross_entropy(S, Y, label_smoothing=float(eps))[0]
+        np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
+def test_memmap_out_receives_the_gradient(tmp_path):
+    out = np.memmap(tmp_path / "grad.f64", dtype=np.float64, mode="w+", shape=S.shape)
+    loss, grad = cysoftmax.softmax_cross_entropy(S, Y, weight=[1.0, 2.0, 3.0], out=out)
+    assert grad is out
+    want = reference.cross_entropy(S, Y, weight=np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(np.asarray(out), want[1], rtol=1e-14, atol=1e-300)
+    probs = cysoftmax.softmax(S, out=np.memmap(tmp_path / "p.f64", dtype=np.float64, mode="w+",
+                                               shape=S.shape))
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-15)

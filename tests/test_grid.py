@@ -141,6 +141,25 @@ def test_all_ignored_mean_is_nan_with_zero_grad():
     assert loss == 0.0 and np.all(grad == 0)
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.3], ids=["plain", "smoothed"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_zero_total_weight_mean_is_nan(dtype, smoothing):
+    # Every target weighted 0: the mean divides by 0, so it is NaN (not the +inf that
+    # the smoothing term over 0 would give), the kept rows' gradient is NaN and the
+    # ignored row's stays 0.  "sum" stays finite.
+    scores = np.random.default_rng(0).normal(size=(3, 4)).astype(dtype)
+    labels = np.array([0, 1, -100])
+    weight = [0.0, 0.0, 1.0, 2.0]
+    loss, grad = cysoftmax.softmax_cross_entropy(scores, labels, weight=weight,
+                                                 label_smoothing=smoothing)
+    assert np.isnan(loss) and loss.dtype == dtype
+    assert np.all(np.isnan(grad[:2])) and np.all(grad[2] == 0)
+    assert np.isnan(cysoftmax.cross_entropy(scores, labels, weight=weight, label_smoothing=smoothing))
+    loss, grad = cysoftmax.softmax_cross_entropy(scores, labels, weight=weight, reduction="sum",
+                                                 label_smoothing=smoothing)
+    assert np.isfinite(loss) and np.all(np.isfinite(grad))
+
+
 def test_ignored_rows_get_zero_gradient_and_loss():
     rng = np.random.default_rng(3)
     scores = rng.normal(size=(8, 40))

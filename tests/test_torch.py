@@ -34,3 +34,29 @@ def test_all_ignored_matches_torch():
     labels = np.full(3, -100)
     t = F.cross_entropy(torch.tensor(scores), torch.tensor(labels))
     assert np.isnan(float(t)) and np.isnan(cysoftmax.cross_entropy(scores, labels))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_zero_total_weight_matches_torch(smoothing):
+    scores = np.random.default_rng(1).normal(size=(3, 4))
+    labels = np.array([0, 1, -100])
+    weight = np.array([0.0, 0.0, 1.0, 2.0])
+    x = torch.tensor(scores, requires_grad=True)
+    t = F.cross_entropy(x, torch.tensor(labels), weight=torch.tensor(weight), label_smoothing=smoothing)
+    t.backward()
+    loss, grad = cysoftmax.softmax_cross_entropy(scores, labels, weight=weight, label_smoothing=smoothing)
+    np.testing.assert_array_equal(loss, t.detach().numpy())  # both NaN
+    np.testing.assert_array_equal(grad, x.grad.numpy())
+
+
+def test_zero_weighted_masked_class_with_smoothing_matches_torch():
+    # weight 0 times -log p = +inf of a masked (-inf) class is NaN, in PyTorch too
+    scores = np.array([[0.0, 1.0, -np.inf], [2.0, 0.0, -np.inf]])
+    labels = np.array([0, 1])
+    weight = np.array([1.0, 1.0, 0.0])
+    x = torch.tensor(scores, requires_grad=True)
+    t = F.cross_entropy(x, torch.tensor(labels), weight=torch.tensor(weight), label_smoothing=0.1)
+    t.backward()
+    loss, grad = cysoftmax.softmax_cross_entropy(scores, labels, weight=weight, label_smoothing=0.1)
+    np.testing.assert_array_equal(loss, t.detach().numpy())
+    np.testing.assert_allclose(grad, x.grad.numpy(), rtol=1e-12, atol=1e-15)
