@@ -73,6 +73,7 @@ extensions = [
         "cysoftmax._kernels",
         sources=["cysoftmax/_kernels.pyx", "cysoftmax/src/cysm_kernels.c"],
         depends=["cysoftmax/src/cysm_kernels.h", "cysoftmax/src/cysm_kernels_impl.h",
+                 "cysoftmax/src/cysm_kernels_target.h",
                  "cysoftmax/src/cysm_exp_poly.h"],
         include_dirs=["cysoftmax", numpy.get_include()],
         extra_compile_args=compile_args,

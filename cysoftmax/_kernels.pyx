@@ -73,7 +73,6 @@ cdef extern from "src/cysm_kernels.h" nogil:
     const cysm_kernel_table *cysm_target(int i)
     int cysm_target_supported(int i)
     int cysm_openmp_enabled()
-    int cysm_openmp_max_threads()
 
 __all__ = [
     "REDUCTION_NONE", "REDUCTION_MEAN", "REDUCTION_SUM", "LabelOutOfRange",

@@ -36,14 +36,7 @@
 /* ---- baseline ---------------------------------------------------------- */
 #define CYSM_SFX base
 #define CYSM_VBYTES 16
-#define CYSM_F64 0
-#include "cysm_kernels_impl.h"
-#undef CYSM_F64
-#define CYSM_F64 1
-#include "cysm_kernels_impl.h"
-#undef CYSM_F64
-#undef CYSM_SFX
-#undef CYSM_VBYTES
+#include "cysm_kernels_target.h"
 
 #if CYSM_X86_TARGETS
 /* ---- AVX2 + FMA -------------------------------------------------------- */
@@ -51,14 +44,7 @@
 #pragma GCC target("avx2,fma")
 #define CYSM_SFX avx2
 #define CYSM_VBYTES 32
-#define CYSM_F64 0
-#include "cysm_kernels_impl.h"
-#undef CYSM_F64
-#define CYSM_F64 1
-#include "cysm_kernels_impl.h"
-#undef CYSM_F64
-#undef CYSM_SFX
-#undef CYSM_VBYTES
+#include "cysm_kernels_target.h"
 #pragma GCC pop_options
 
 /* ---- AVX2 + FMA with the AVX-512 target's 64-byte vectors (each operation
@@ -68,14 +54,7 @@
 #pragma GCC target("avx2,fma")
 #define CYSM_SFX avx2w64
 #define CYSM_VBYTES 64
-#define CYSM_F64 0
-#include "cysm_kernels_impl.h"
-#undef CYSM_F64
-#define CYSM_F64 1
-#include "cysm_kernels_impl.h"
-#undef CYSM_F64
-#undef CYSM_SFX
-#undef CYSM_VBYTES
+#include "cysm_kernels_target.h"
 #pragma GCC pop_options
 
 /* ---- AVX-512F ---------------------------------------------------------- */
@@ -83,14 +62,7 @@
 #pragma GCC target("avx512f,avx2,fma")
 #define CYSM_SFX avx512
 #define CYSM_VBYTES 64
-#define CYSM_F64 0
-#include "cysm_kernels_impl.h"
-#undef CYSM_F64
-#define CYSM_F64 1
-#include "cysm_kernels_impl.h"
-#undef CYSM_F64
-#undef CYSM_SFX
-#undef CYSM_VBYTES
+#include "cysm_kernels_target.h"
 #pragma GCC pop_options
 #endif
 
@@ -127,24 +99,11 @@ int cysm_target_supported(int i)
     return 0;
 }
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 int cysm_openmp_enabled(void)
 {
 #ifdef _OPENMP
     return 1;
 #else
     return 0;
-#endif
-}
-
-int cysm_openmp_max_threads(void)
-{
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
 #endif
 }

@@ -77,10 +77,8 @@ int cysm_n_targets(void);
 const cysm_kernel_table *cysm_target(int i);
 int cysm_target_supported(int i);
 
-/* 1 when the extension was compiled with OpenMP; the OpenMP default thread count
- * (which honours OMP_NUM_THREADS), or 1 without OpenMP. */
+/* 1 when the extension was compiled with OpenMP, else 0. */
 int cysm_openmp_enabled(void);
-int cysm_openmp_max_threads(void);
 
 #ifdef __cplusplus
 }
