@@ -370,8 +370,6 @@ static double FN(sce_row)(const ARGS *a, const REAL *f, REAL *g, int64_t y, cons
     return res.loss;
 }
 
-/* Rows with C <= CYSM_SMALL_C, NL rows at a time: lane l of column vector T[k]
- * holds f[row l, class k]. */
 /* log1p(u) for u >= 0 (NaN and +inf pass through), in double lanes: u = 2^k z with
  * z in [sqrt(1/2), sqrt(2)), log z = 2 atanh((z-1)/(z+1)) by its odd series (11
  * terms, truncation below 1e-19), and the rounding of 1 + u corrected by
@@ -400,61 +398,90 @@ static inline VACC FN(vlog1p)(VACC u)
     p = p * s2 + 1.0 / 7;
     p = p * s2 + 1.0 / 5;
     p = p * s2 + 1.0 / 3;
-    const VACC kd = __builtin_convertvector(k, VACC);
+    /* k (|k| < 1100) as double without an int64 conversion instruction (AVX2 has
+     * none): the bits of 2^52 + k, read as a double, minus 2^52 */
+    const VACC kd = (VACC)(k + 0x4330000000000000LL) - 4503599627370496.0;
     const VACC log_z = 2.0 * sq + 2.0 * sq * s2 * p;
     const VACC r = kd * 6.93147180369123816490e-01 + ((kd * 1.90821492927058770002e-10 + log_z) + corr);
     const vlong finite = (u == u) & (u < INFINITY);
     return (VACC)(((vlong)r & finite) | ((vlong)u & ~finite));
 }
 
-/* finish_row for NL rows at once (arrays of NL doubles in, NL doubles out). */
-static inline void FN(finish_lanes)(const ARGS *a, const double *m, const double *fy,
-                                    const double *ey, const double *t, const double *n_max,
-                                    const double *wd, const double *wy, double *loss,
-                                    double *coef, double *grad_y)
+/* float32 lanes (two double vectors) rounded back to one float vector; the
+ * identity for float64. */
+static inline VREAL FN(narrow)(VACC lo, VACC hi)
 {
-    enum { NA = CYSM_VBYTES / 8 };
+#if CYSM_F64
+    (void)hi;
+    return lo;
+#elif defined(CYSM_X86) && CYSM_VBYTES == 64 && defined(__AVX512F__)
+    return (VREAL)_mm512_insertf64x4(
+        _mm512_castpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps((__m512d)lo))),
+        _mm256_castps_pd(_mm512_cvtpd_ps((__m512d)hi)), 1);
+#elif defined(CYSM_X86) && CYSM_VBYTES == 32 && defined(__AVX__)
+    return (VREAL)_mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps((__m256d)lo)),
+                                       _mm256_cvtpd_ps((__m256d)hi), 1);
+#else
+    const FN(vhalf) a = __builtin_convertvector(lo, FN(vhalf));
+    const FN(vhalf) b = __builtin_convertvector(hi, FN(vhalf));
+    VREAL x;
+    memcpy(&x, &a, sizeof a);
+    memcpy((char *)&x + sizeof a, &b, sizeof b);
+    return x;
+#endif
+}
+
+/* One half (NL / 2 rows for float32, all NL for float64) of finish_row in double
+ * lanes; ign marks ignored rows, whose loss is 0. */
+typedef int64_t FN(vlong) __attribute__((vector_size(CYSM_VBYTES)));
+
+static inline void FN(finish_half)(const ARGS *a, VACC m, VACC fy, VACC ey, VACC t, VACC n_max,
+                                   VACC wd, VACC wy, FN(vlong) ign, VACC *loss, VACC *coef,
+                                   VACC *grad_y)
+{
     const double eps = a->smoothing, C = (double)a->n_classes, W = a->weight_total;
     const double keep = 1.0 - eps, spread = eps / C, scale = a->grad_scale;
-    for (int c = 0; c < NL; c += NA) {
-        VACC vm, vfy, vey, vt, vn, vwd, vwy;
-        memcpy(&vm, m + c, sizeof vm);
-        memcpy(&vfy, fy + c, sizeof vfy);
-        memcpy(&vey, ey + c, sizeof vey);
-        memcpy(&vt, t + c, sizeof vt);
-        memcpy(&vn, n_max + c, sizeof vn);
-        memcpy(&vwd, wd + c, sizeof vwd);
-        memcpy(&vwy, wy + c, sizeof vwy);
-        const VACC log_s = FN(vlog1p)((vn - 1.0) + vt);
-        VACC vloss = keep * vwy * ((vm - vfy) + log_s);
-        if (eps > 0) vloss += spread * (W * log_s - vwd);
-        const VACC inv_s = 1.0 / (vn + vt);
-        const VACC vcoef = scale * (keep * vwy + spread * W) * inv_s;
-        typedef int64_t vlong __attribute__((vector_size(CYSM_VBYTES)));
-        const vlong at_max = vfy == vm;
-        const VACC others_max = (vn - 1.0) + vt, others = vn + (vt - vey);
-        const VACC oth = (VACC)(((vlong)others_max & at_max) | ((vlong)others & ~at_max));
-        VACC gy = keep * vwy * (-oth * inv_s);
-        if (eps > 0) gy += spread * (W * (vey * inv_s) - vwy);
-        gy = scale * gy;
-        memcpy(loss + c, &vloss, sizeof vloss);
-        memcpy(coef + c, &vcoef, sizeof vcoef);
-        memcpy(grad_y + c, &gy, sizeof gy);
-    }
+    const VACC log_s = FN(vlog1p)((n_max - 1.0) + t);
+    VACC l = keep * wy * ((m - fy) + log_s);
+    if (eps > 0) l += spread * (W * log_s - wd);
+    *loss = (VACC)((FN(vlong))l & ~ign);
+    const VACC inv_s = 1.0 / (n_max + t);
+    *coef = scale * (keep * wy + spread * W) * inv_s;
+    /* P_y - 1 = -(s - e_y) / s, with s - e_y free of cancellation */
+    const FN(vlong) at_max = fy == m;
+    const VACC others_max = (n_max - 1.0) + t, others = n_max + (t - ey);
+    const VACC oth = (VACC)(((FN(vlong))others_max & at_max) | ((FN(vlong))others & ~at_max));
+    VACC gy = keep * wy * (-oth * inv_s);
+    if (eps > 0) gy += spread * (W * (ey * inv_s) - wy);
+    *grad_y = scale * gy;
 }
 
 /* Rows with C <= CYSM_SMALL_C, NL rows at a time: lane l of column vector T[k]
- * holds f[row l, class k]; the per-row finish runs in double lanes too. */
+ * holds f[row l, class k].  Everything but the transpositions in and out runs
+ * on whole vectors: the label's entry is picked by a select per class, the
+ * per-row finish runs in double lanes, and the gradient columns are formed
+ * before they are written back as rows. */
+#if !CYSM_F64
+/* Lane l of the result is lane 2l of the pair (a, b) read as int32 lanes: the low
+ * halves of the int64 lanes of a, then of b (for values that fit in int32). */
+#if CYSM_VBYTES == 16
+#define CYSM_EVEN_LANES {0, 2, 4, 6}
+#elif CYSM_VBYTES == 32
+#define CYSM_EVEN_LANES {0, 2, 4, 6, 8, 10, 12, 14}
+#else
+#define CYSM_EVEN_LANES {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}
+#endif
+#endif
+
 static inline __attribute__((always_inline)) void
     FN(sce_small_body)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
                        double *loss_sum, const ptrdiff_t C)
 {
+    enum { NA = CYSM_VBYTES / 8, NH = NL / NA }; /* double lanes per vector, halves */
     const int smooth = a->smoothing > 0;
     VREAL T[CYSM_SMALL_C], E[CYSM_SMALL_C];
-    double m[NL], fy[NL], ey[NL], t[NL], n_max[NL], wd[NL], wy[NL];
-    double loss[NL], coef[NL], grad_y[NL];
-    int64_t y[NL];
-    double sum = 0.0;
+    VACC sum[NH] = {{0}};
+    int64_t lab_tail[NL];
     for (ptrdiff_t g0 = r0; g0 < r1; g0 += NL) {
         const int nv = (int)(r1 - g0 < NL ? r1 - g0 : NL);
         const REAL *fb = a->scores + g0 * C;
@@ -462,13 +489,34 @@ static inline __attribute__((always_inline)) void
             for (int l = 0; l < NL; l++)
                 for (ptrdiff_t k = 0; k < C; k++) T[k][l] = fb[l * C + k];
         } else {
-            for (int l = 0; l < NL; l++)
+            for (int l = 0; l < NL; l++) {
                 for (ptrdiff_t k = 0; k < C; k++) T[k][l] = l < nv ? fb[l * C + k] : 0;
+                lab_tail[l] = l < nv ? a->labels[g0 + l] : a->ignore_index;
+            }
         }
+        /* the label of each lane (0 where ignored: any class will do), in int64
+         * double-lane halves and in the lanes of T */
+        const int64_t *lab = nv == NL ? a->labels + g0 : lab_tail;
+        FN(vlong) ign_h[NH], k_h[NH];
+        for (int h = 0; h < NH; h++) {
+            FN(vlong) y;
+            memcpy(&y, lab + h * NA, sizeof y);
+            ign_h[h] = y == a->ignore_index;
+            k_h[h] = y & ~ign_h[h];
+        }
+#if CYSM_F64
+        const VINT kv = k_h[0], ignv = ign_h[0];
+#else
+        const VINT even = CYSM_EVEN_LANES;
+        const VINT kv = __builtin_shuffle((VINT)k_h[0], (VINT)k_h[1], even);
+        const VINT ignv = __builtin_shuffle((VINT)ign_h[0], (VINT)ign_h[1], even);
+#endif
+
         VREAL mv = (VREAL){0} - INFINITY;
         for (ptrdiff_t k = 0; k < C; k++) mv = FN(select)(T[k] > mv, T[k], mv);
         VACC t_lo = {0}, t_hi = {0}, wd_lo = {0}, wd_hi = {0};
         VINT cnt = {0};
+        VREAL fy = T[0], ey;
         for (ptrdiff_t k = 0; k < C; k++) {
             VREAL d;
             E[k] = FN(exp_diff)(T[k], mv, &d);
@@ -476,47 +524,76 @@ static inline __attribute__((always_inline)) void
             cnt -= is_max;
             FN(acc_add)(&t_lo, &t_hi, FN(zero_where)(is_max, E[k]));
             if (smooth) {
-                double wk[NL];
-                for (int l = 0; l < NL; l++) wk[l] = a->weight ? a->weight[k] : 1.0;
-                FN(acc_add_mul)(&wd_lo, &wd_hi, d, wk);
+                const double wk = a->weight ? a->weight[k] : 1.0;
+                VACC d_lo, d_hi;
+#if CYSM_F64
+                d_lo = d;
+                d_hi = d_lo;
+#else
+                FN(widen)(d, &d_lo, &d_hi);
+#endif
+                wd_lo += d_lo * wk;
+                wd_hi += d_hi * wk;
+            }
+            if (k == 0) {
+                ey = E[0];
+            } else {
+                const VINT is_y = kv == (RINT)k;
+                fy = FN(select)(is_y, T[k], fy);
+                ey = FN(select)(is_y, E[k], ey);
             }
         }
-        for (int l = 0; l < NL; l++) {
-            const int64_t label = l < nv ? a->labels[g0 + l] : a->ignore_index;
-            y[l] = label;
-            const int64_t k = label == a->ignore_index ? 0 : label; /* any class will do */
-            m[l] = (double)mv[l];
-            fy[l] = (double)T[k][l];
-            ey[l] = (double)E[k][l];
-            t[l] = FN(acc_lane)(t_lo, t_hi, l);
-            n_max[l] = (double)cnt[l];
-            wd[l] = smooth ? FN(acc_lane)(wd_lo, wd_hi, l) : 0.0;
-            wy[l] = a->weight ? a->weight[k] : 1.0;
+        /* the per-row finish, in double lanes */
+        const VREAL n_max = __builtin_convertvector(cnt, VREAL);
+        VACC m_h[NH], fy_h[NH], ey_h[NH], n_h[NH], t_h[NH] = {t_lo}, wd_h[NH] = {wd_lo};
+        VACC loss_h[NH], coef_h[NH], gy_h[NH];
+#if CYSM_F64
+        m_h[0] = mv;
+        fy_h[0] = fy;
+        ey_h[0] = ey;
+        n_h[0] = n_max;
+#else
+        FN(widen)(mv, &m_h[0], &m_h[1]);
+        FN(widen)(fy, &fy_h[0], &fy_h[1]);
+        FN(widen)(ey, &ey_h[0], &ey_h[1]);
+        FN(widen)(n_max, &n_h[0], &n_h[1]);
+        t_h[1] = t_hi;
+        wd_h[1] = wd_hi;
+#endif
+        for (int h = 0; h < NH; h++) {
+            VACC wy = (VACC){0} + 1.0;
+            if (a->weight)
+                for (int l = 0; l < NA; l++) wy[l] = a->weight[k_h[h][l]];
+            FN(finish_half)(a, m_h[h], fy_h[h], ey_h[h], t_h[h], n_h[h], wd_h[h],
+                            wy, ign_h[h], &loss_h[h], &coef_h[h], &gy_h[h]);
+            sum[h] += loss_h[h];
         }
-        FN(finish_lanes)(a, m, fy, ey, t, n_max, wd, wy, loss, coef, grad_y);
-        for (int l = 0; l < nv; l++) {
-            const ptrdiff_t row = g0 + l;
-            const int ignored = y[l] == a->ignore_index;
-            REAL *g = a->grad ? a->grad + row * C : NULL;
-            const double row_l = ignored ? 0.0 : loss[l];
-            if (g) {
-                if (ignored) {
-                    memset(g, 0, (size_t)C * sizeof(REAL));
-                } else {
-                    const REAL cf = (REAL)coef[l];
-                    if (smooth) {
-                        for (ptrdiff_t k = 0; k < C; k++) g[k] = E[k][l] * cf - a->grad_offset[k];
-                    } else {
-                        for (ptrdiff_t k = 0; k < C; k++) g[k] = E[k][l] * cf;
-                    }
-                    g[y[l]] = (REAL)grad_y[l];
-                }
+        if (row_loss) {
+            double *out = row_loss + g0;
+            if (nv == NL) {
+                memcpy(out, loss_h, sizeof loss_h);
+            } else {
+                for (int l = 0; l < nv; l++) out[l] = loss_h[l / NA][l % NA];
             }
-            if (row_loss) row_loss[row] = row_l;
-            sum += row_l;
+        }
+        if (a->grad) {
+            const VREAL coef = FN(narrow)(coef_h[0], coef_h[NH - 1]);
+            const VREAL gy = FN(narrow)(gy_h[0], gy_h[NH - 1]);
+            for (ptrdiff_t k = 0; k < C; k++) {
+                VREAL gk = E[k] * coef;
+                if (smooth) gk -= a->grad_offset[k];
+                gk = FN(select)(kv == (RINT)k, gy, gk);
+                E[k] = FN(zero_where)(ignv, gk);
+            }
+            REAL *g = a->grad + g0 * C;
+            for (int l = 0; l < nv; l++)
+                for (ptrdiff_t k = 0; k < C; k++) g[l * C + k] = E[k][l];
         }
     }
-    *loss_sum = sum;
+    double total = 0.0;
+    for (int h = 0; h < NH; h++)
+        for (int l = 0; l < NA; l++) total += sum[h][l];
+    *loss_sum = total;
 }
 
 /* The class count as a compile-time constant for the smallest C, so the
