@@ -7,6 +7,8 @@
 * :class:`SoftmaxClassifier` and :class:`TwoLayerNet` -- estimators with the
   scikit-learn conventions (``fit``/``predict``/``predict_proba``/``score``,
   ``get_params``/``set_params``) trained by (minibatch) gradient descent.
+  scikit-learn, when installed, recognises them as classifiers
+  (``is_classifier``, ``cross_val_score``, ``clone``); it is not a dependency.
 
 In every case the loss of the output layer and its gradient with respect to
 the scores come from the compiled kernel
@@ -52,8 +54,18 @@ class NotFittedError(ValueError, AttributeError):
 # --------------------------------------------------------------------------
 
 
+def _refuse_masked(value, name):
+    """``np.asarray`` would silently drop the mask of a masked array: refuse it."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array, whose mask would be ignored; pass "
+            f"{name}.filled(...) or drop the masked rows"
+        )
+
+
 def _check_X(X, *, dtype=np.float64, name="X"):
     """Return ``X`` as a finite, C-contiguous 2-D array of ``dtype``."""
+    _refuse_masked(X, name)
     arr = np.asarray(X)
     if arr.dtype.kind not in "biuf":
         raise TypeError(
@@ -82,26 +94,109 @@ def _check_lengths(X, y):
 
 
 def _check_labels(y, X):
-    """Return ``y`` as 1-D intp class indices for the kernel (linear_softmax_loss)."""
+    """Return ``y`` as a 1-D array of class indices for the kernel (the loss functions).
+
+    The dtype is left as given: the kernel accepts every integer dtype (and
+    object arrays of Python ints) and raises ``IndexError`` for a label that
+    is neither a class index nor ``ignore_index``. A cast to ``intp`` here
+    would wrap, e.g., the uint64 label ``2**64 - 100`` to ``-100``, the
+    default ``ignore_index``, and silently drop that row.
+    """
+    _refuse_masked(y, "y")
     arr = np.asarray(y)
     if arr.ndim != 1:
         raise ValueError(f"y must be a 1-D array of class indices, got shape {arr.shape}")
-    if arr.dtype.kind not in "iu":
+    if arr.dtype.kind not in "iuO":
         raise TypeError(
             f"y must hold integer class indices 0 .. n_classes - 1, got dtype {arr.dtype}"
         )
     _check_lengths(X, arr)
-    return np.ascontiguousarray(arr, dtype=np.intp)
+    return np.ascontiguousarray(arr)
+
+
+def _kernel_loss(S, y, options):
+    """``softmax_cross_entropy(S, y, out=S)``; its label errors name ``y``, not ``labels``."""
+    try:
+        return _core.softmax_cross_entropy(S, y, out=S, **options)
+    except (IndexError, TypeError) as exc:
+        msg = str(exc)
+        if msg.startswith("labels"):
+            raise type(exc)("y" + msg[len("labels"):]) from None
+        raise
+
+
+def _label_category(value):
+    """``"number"``, ``"string"`` or ``"bytes"`` for one label; None if it is none of them."""
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bytes):
+        return "bytes"
+    if isinstance(value, (numbers.Number, np.bool_)):
+        return "number"
+    return None
+
+
+_A_LABEL = {"number": "a number", "string": "a string", "bytes": "bytes"}
+
+_CATEGORY_OF_KIND = {"b": "number", "i": "number", "u": "number", "f": "number",
+                     "c": "number", "U": "string", "S": "bytes"}
+
+
+def _check_label_values(y, name="y"):
+    """Return ``(labels, category)``: ``y`` as a 1-D array of labels of one kind.
+
+    The labels must be all numbers, all strings or all bytes, and finite.
+    ``np.asarray`` would silently turn ``[0, "a", 1]`` into the strings
+    ``["0", "a", "1"]``, so sequences that NumPy turns into strings, and
+    object arrays, are checked element by element.
+    """
+    _refuse_masked(y, name)
+    try:
+        arr = np.asarray(y)
+    except (TypeError, ValueError) as exc:  # e.g. ragged nested sequences
+        raise ValueError(f"{name} must be a 1-D array of labels: {exc}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of labels, got shape {arr.shape}")
+    kind = arr.dtype.kind
+    if kind in "US" and isinstance(y, np.ndarray):
+        return arr, _CATEGORY_OF_KIND[kind]
+    if kind in "OUS":
+        items = arr if kind == "O" else np.asarray(y, dtype=object).reshape(-1)
+        category, first = None, None
+        for i, v in enumerate(items):
+            c = _label_category(v)
+            if c is None:
+                raise TypeError(
+                    f"{name} must hold numbers or strings (class labels), got "
+                    f"{name}[{i}] = {v!r} of type {type(v).__name__}"
+                )
+            if category is None:
+                category, first = c, i
+            elif c != category:
+                raise TypeError(
+                    f"{name} mixes label types: {name}[{first}] = {items[first]!r} is "
+                    f"{_A_LABEL[category]} but {name}[{i}] = {v!r} is {_A_LABEL[c]}; "
+                    "use labels of one type"
+                )
+        if kind != "O":
+            return arr, category
+        if category != "number":  # strings or bytes, or empty: kept as an object array
+            return arr, category or "number"
+        arr = np.array(arr.tolist())  # numbers: a numeric array (object for huge ints)
+        kind = arr.dtype.kind
+    if kind not in _CATEGORY_OF_KIND and kind != "O":
+        raise TypeError(
+            f"{name} must hold numbers or strings (class labels), got dtype {arr.dtype}"
+        )
+    if kind in "fc" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr, _CATEGORY_OF_KIND.get(kind, "number")
 
 
 def _encode_targets(y, X):
     """Map arbitrary labels to indices 0..C-1; return ``(classes, indices)``."""
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise ValueError(f"y must be a 1-D array of labels, got shape {arr.shape}")
+    arr, _ = _check_label_values(y)
     _check_lengths(X, arr)
-    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
-        raise ValueError("y contains NaN or infinity")
     classes, indices = np.unique(arr, return_inverse=True)
     if classes.shape[0] < 2:
         raise ValueError(
@@ -175,7 +270,7 @@ class _LinearWorkspace:
         np.dot(X, W, out=S)
         if b is not None:
             S += b
-        loss, _ = _core.softmax_cross_entropy(S, y, out=S, **options)
+        loss, _ = _kernel_loss(S, y, options)
         np.dot(X.T, S, out=self.dW)
         np.sum(S, axis=0, out=self.db)
         if reg:
@@ -223,7 +318,7 @@ class _TwoLayerWorkspace:
         np.dot(H, W2, out=S)
         S += b2
         # output layer: the kernel overwrites the scores with dloss/dscores
-        loss, _ = _core.softmax_cross_entropy(S, y, out=S, **options)
+        loss, _ = _kernel_loss(S, y, options)
         # backward
         np.dot(H.T, S, out=self.dW2)
         np.dot(self.ones[:m], S, out=self.db2)  # column sums, as a BLAS gemv
@@ -258,6 +353,7 @@ def _work_dtype(*arrays):
 
 
 def _check_matrix(name, value, shape, dtype):
+    _refuse_masked(value, name)
     arr = np.asarray(value)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
@@ -267,6 +363,7 @@ def _check_matrix(name, value, shape, dtype):
 
 
 def _check_weight_matrix(name, W, n_in, what):
+    _refuse_masked(W, name)
     W = np.asarray(W)
     if W.ndim != 2 or W.shape[0] != n_in or W.shape[1] < 1:
         raise ValueError(
@@ -280,7 +377,10 @@ def _check_bias(name, b, n_out, dtype):
     """Accept ``(n_out,)`` or ``(1, n_out)``; return a 1-D array and the shape given."""
     if b is None:
         return None, (n_out,)
+    _refuse_masked(b, name)
     arr = np.asarray(b)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.shape not in ((n_out,), (1, n_out)):
         raise ValueError(f"{name} must have shape ({n_out},) or (1, {n_out}), got {arr.shape}")
     return np.ascontiguousarray(arr.reshape(n_out), dtype=dtype), arr.shape
@@ -304,7 +404,9 @@ def linear_softmax_loss(W, X, y, b=None, reg=0.0, **loss_options):
     W : array of shape (n_features, n_classes)
     X : array of shape (n_samples, n_features), finite
     y : int array of shape (n_samples,)
-        Class indices in ``0 .. n_classes - 1`` (or ``ignore_index``).
+        Class indices in ``0 .. n_classes - 1`` (or ``ignore_index``), of any
+        integer dtype; any other value raises ``IndexError`` (no cast wraps a
+        large unsigned label onto ``ignore_index``).
     b : array of shape (n_classes,) or (1, n_classes), optional
         Bias; ``None`` means no bias (zero).
     reg : float, default 0.0
@@ -322,10 +424,12 @@ def linear_softmax_loss(W, X, y, b=None, reg=0.0, **loss_options):
     db : ndarray, shape of ``b`` (``(n_classes,)`` when ``b`` is None: the
         gradient with respect to a zero bias)
 
-    The computation runs in float32 when ``X``, ``W`` (and ``b``) are all
-    float32, otherwise in float64.
+    The computation and the gradients are float32 when ``X``, ``W`` (and
+    ``b``, unless None) are all float32, otherwise float64.
     """
     options = _check_loss_options(loss_options)
+    for name, value in (("X", X), ("W", W), ("b", b), ("y", y)):
+        _refuse_masked(value, name)
     X_arr = np.asarray(X)
     W_arr = np.asarray(W)
     arrays = [X_arr, W_arr] + ([np.asarray(b)] if b is not None else [])
@@ -354,9 +458,11 @@ def two_layer_softmax_loss(W1, b1, W2, b2, X, y, reg=0.0, **loss_options):
     Parameters
     ----------
     W1 : array of shape (n_features, n_hidden)
-    b1 : array of shape (n_hidden,) or (1, n_hidden)
+    b1 : array of shape (n_hidden,) or (1, n_hidden), or None
+        ``None`` means no bias (zero).
     W2 : array of shape (n_hidden, n_classes)
-    b2 : array of shape (n_classes,) or (1, n_classes)
+    b2 : array of shape (n_classes,) or (1, n_classes), or None
+        ``None`` means no bias (zero).
     X, y, reg, **loss_options
         As in :func:`linear_softmax_loss`.
 
@@ -364,12 +470,19 @@ def two_layer_softmax_loss(W1, b1, W2, b2, X, y, reg=0.0, **loss_options):
     -------
     loss : float
     dW1, db1, dW2, db2 : ndarrays shaped like the parameters
+        A ``None`` bias gets the gradient with respect to a zero bias, of
+        shape ``(n_hidden,)`` or ``(n_classes,)``.
 
-    Computed in float32 when all arrays are float32, else in float64.
+    The computation and the gradients are float32 when ``X``, ``W1``, ``W2``
+    and the biases given (those that are not None) are all float32,
+    otherwise float64.
     """
     options = _check_loss_options(loss_options)
+    for name, value in (("X", X), ("W1", W1), ("b1", b1), ("W2", W2), ("b2", b2), ("y", y)):
+        _refuse_masked(value, name)
     X_arr, W1_arr, W2_arr = np.asarray(X), np.asarray(W1), np.asarray(W2)
-    dtype = _work_dtype(X_arr, W1_arr, W2_arr, np.asarray(b1), np.asarray(b2))
+    biases = [np.asarray(b) for b in (b1, b2) if b is not None]  # None is a zero bias
+    dtype = _work_dtype(X_arr, W1_arr, W2_arr, *biases)
     X = _check_X(X_arr, dtype=dtype)
     W1 = _check_weight_matrix("W1", W1_arr, X.shape[1], "n_hidden")
     W1 = _check_matrix("W1", W1, W1.shape, dtype)
@@ -399,6 +512,31 @@ class _SoftmaxEstimator:
     """Shared machinery: parameters, validation, the training loop, prediction."""
 
     _fitted_attribute = "classes_"
+
+    # -- scikit-learn recognition, without depending on scikit-learn ---------
+
+    #: read by scikit-learn < 1.6 (``is_classifier``, stratified CV splits)
+    _estimator_type = "classifier"
+
+    def __sklearn_tags__(self):
+        """Estimator tags for scikit-learn >= 1.6: a classifier of dense, finite 2-D ``X``.
+
+        Only scikit-learn calls this, so it imports scikit-learn here;
+        cysoftmax itself does not depend on it.
+        """
+        from sklearn.utils import (  # type: ignore[import-untyped, import-not-found, unused-ignore]
+            ClassifierTags,
+            InputTags,
+            Tags,
+            TargetTags,
+        )
+
+        return Tags(
+            estimator_type="classifier",
+            target_tags=TargetTags(required=True),
+            classifier_tags=ClassifierTags(),
+            input_tags=InputTags(),
+        )
 
     def _set_fitted(self, weights):
         for name, value in weights.items():
@@ -448,13 +586,15 @@ class _SoftmaxEstimator:
     def fit(self, X, y):
         """Train from scratch on ``X`` (n_samples, n_features) and labels ``y``.
 
-        ``y`` may hold any sortable labels (ints, strings, ...); they are
-        stored sorted in ``classes_``. Returns ``self``.
+        ``y`` may hold numbers (ints, floats, bools) or strings, but not a
+        mix of the two (``TypeError``; NumPy would silently turn ``[0, "a"]``
+        into strings) and not ``None`` or NaN. The distinct labels are stored
+        sorted in ``classes_``. Returns ``self``.
         """
         params = self._check_params()
         X = _check_X(X)
         classes, y_idx = _encode_targets(y, X)
-        rng = np.random.default_rng(self.seed)
+        rng = _make_rng(self.seed)
         n_features = X.shape[1]
         weights = self._init_parameters(n_features, classes.shape[0], params, rng)
         n_rows = X.shape[0] if params["batch_size"] is None else min(params["batch_size"], X.shape[0])
@@ -506,11 +646,20 @@ class _SoftmaxEstimator:
         return self.classes_[np.argmax(self._scores(X), axis=1)]
 
     def score(self, X, y):
-        """Mean accuracy of ``predict(X)`` against ``y``."""
+        """Mean accuracy of ``predict(X)`` against ``y``.
+
+        ``y`` must hold labels of the kind seen in ``fit`` (numbers, or
+        strings): string labels never equal numeric predictions, so a
+        mismatch raises ``TypeError`` instead of scoring 0.
+        """
         pred = self.predict(X)
-        y = np.asarray(y)
-        if y.ndim != 1:
-            raise ValueError(f"y must be a 1-D array of labels, got shape {y.shape}")
+        y, category = _check_label_values(y)
+        fitted_category = _check_label_values(self.classes_, "classes_")[1]
+        if category != fitted_category and y.shape[0]:
+            raise TypeError(
+                f"y holds {category} labels but the estimator was fitted on "
+                f"{fitted_category} labels (classes_ = {self.classes_.tolist()!r})"
+            )
         if y.shape[0] != pred.shape[0]:
             raise ValueError(
                 "X and y have inconsistent numbers of samples: "
@@ -520,11 +669,28 @@ class _SoftmaxEstimator:
 
 
 def _check_verbose(verbose):
-    if isinstance(verbose, bool):
+    if isinstance(verbose, (bool, np.bool_)):
         return int(verbose)
-    if not isinstance(verbose, numbers.Integral) or verbose < 0:
+    if not isinstance(verbose, numbers.Integral):
+        raise TypeError(f"verbose must be an int >= 0, got {type(verbose).__name__} {verbose!r}")
+    if verbose < 0:
         raise ValueError(f"verbose must be an int >= 0, got {verbose!r}")
     return int(verbose)
+
+
+def _make_rng(seed):
+    """``numpy.random.default_rng(seed)``, its errors naming ``seed``."""
+    if isinstance(seed, (bool, np.bool_)):
+        raise TypeError(
+            "seed must be None, an int >= 0, a SeedSequence or a Generator, got a bool"
+        )
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(
+            "seed must be None, an int >= 0, a SeedSequence or a Generator, "
+            f"got {seed!r} ({exc})"
+        ) from None
 
 
 def _train(step, X, y, params, rng, name):

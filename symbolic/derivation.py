@@ -1,7 +1,7 @@
 """Machine-checked derivation of the softmax cross-entropy gradient.
 
 Run ``python -m symbolic`` to print every step of the derivation in the
-lecture notes (``shared/seed/softmax-derivation.txt``, "Softmax classifier",
+CS231n lecture notes on the softmax classifier ("Softmax derivation",
 page 13/18) as an equation, each marked verified only when SymPy proves it,
 followed by the closed forms that the compiled kernels implement (class
 weights, label smoothing, the batch reductions, the Hessian, the shifted

@@ -8,8 +8,8 @@ project trusts:
 * :mod:`symbolic.evaluate` evaluates the very same closed-form expressions with
   mpmath to produce the reference cases in ``tests/data/reference_cases.json``.
 
-Notation follows the lecture notes (``shared/seed/softmax-derivation.txt``,
-"Softmax classifier", page 13/18): ``f_j`` is the score of class ``j``, ``y``
+Notation follows the CS231n lecture notes on the softmax classifier
+("Softmax derivation", page 13/18): ``f_j`` is the score of class ``j``, ``y``
 the correct class, ``P_k = e^{f_k} / sum_j e^{f_j}`` and
 ``L = -log P_y = -f_y + log sum_j e^{f_j}``.
 

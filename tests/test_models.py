@@ -479,6 +479,26 @@ BAD_INPUT = [
      "at least 2 classes, got 1"),
     ("fit-y-2d", _fit(TwoLayerNet(), y=_Y[:, None]), ValueError, "y must be a 1-D array"),
     ("fit-y-nan", _fit(TwoLayerNet(), y=np.where(_Y == 0, np.nan, _Y)), ValueError, "y contains NaN"),
+    ("fit-y-object-nan", _fit(TwoLayerNet(), y=np.array([0, np.nan, 1] * 4, dtype=object)),
+     ValueError, "y contains NaN"),
+    ("fit-y-mixed-int-str", _fit(SoftmaxClassifier(), y=[0, "a", 1] * 4), TypeError,
+     r"y mixes label types: y\[0\] = 0 is a number but y\[1\] = 'a' is a string"),
+    ("fit-y-mixed-object-array", _fit(TwoLayerNet(), y=np.array([1.5, 2, "b"] * 4, dtype=object)),
+     TypeError, r"y mixes label types.*y\[2\] = 'b'"),
+    ("fit-y-mixed-bytes-str", _fit(SoftmaxClassifier(), y=[b"a", "b", "c"] * 4), TypeError,
+     "y mixes label types"),
+    ("fit-y-all-none", _fit(SoftmaxClassifier(), y=[None] * 12), TypeError,
+     r"y must hold numbers or strings.*y\[0\] = None"),
+    ("fit-y-some-none", _fit(TwoLayerNet(), y=[0, 1, 2, None] * 3), TypeError,
+     r"y\[3\] = None"),
+    ("fit-y-ragged", _fit(SoftmaxClassifier(), y=[[0], [1, 2]] * 6), ValueError,
+     "y must be a 1-D array of labels"),
+    ("fit-y-datetime", _fit(SoftmaxClassifier(), y=np.arange(12).astype("datetime64[D]")),
+     TypeError, "y must hold numbers or strings"),
+    ("fit-X-masked", _fit(SoftmaxClassifier(), X=np.ma.masked_greater(_X, 1.0)), TypeError,
+     "X is a masked array"),
+    ("fit-y-masked", _fit(TwoLayerNet(), y=np.ma.masked_equal(_Y, 2)), TypeError,
+     "y is a masked array"),
     # hyper-parameters
     ("learning_rate-0", _fit(SoftmaxClassifier(learning_rate=0)), ValueError, "learning_rate must be"),
     ("learning_rate-negative", _fit(TwoLayerNet(learning_rate=-0.1)), ValueError, "learning_rate"),
@@ -494,6 +514,12 @@ BAD_INPUT = [
     ("reg-inf", _fit(TwoLayerNet(reg=np.inf)), ValueError, "reg must be"),
     ("reg-bool", _fit(TwoLayerNet(reg=True)), TypeError, "reg must be a real number"),
     ("verbose-negative", _fit(SoftmaxClassifier(verbose=-1)), ValueError, "verbose"),
+    ("verbose-float", _fit(SoftmaxClassifier(verbose=1.5)), TypeError, "verbose must be an int"),
+    ("verbose-str", _fit(TwoLayerNet(verbose="2")), TypeError, "verbose must be an int"),
+    ("seed-str", _fit(SoftmaxClassifier(seed="abc")), TypeError, "seed must be None, an int >= 0"),
+    ("seed-negative", _fit(TwoLayerNet(seed=-1)), ValueError, "seed must be.*got -1"),
+    ("seed-float", _fit(SoftmaxClassifier(seed=1.5)), TypeError, "seed must be.*got 1.5"),
+    ("seed-bool", _fit(SoftmaxClassifier(seed=True)), TypeError, "seed must be.*bool"),
     # prediction
     ("predict-before-fit", lambda: SoftmaxClassifier().predict(_X), NotFittedError,
      "SoftmaxClassifier instance is not fitted yet.*'predict'"),
@@ -512,6 +538,19 @@ BAD_INPUT = [
      "NaN"),
     ("score-length-mismatch", lambda: _fitted(SoftmaxClassifier(max_iter=2)).score(_X, _Y[:5]),
      ValueError, "inconsistent numbers of samples"),
+    ("score-string-labels-for-int-classes",
+     lambda: _fitted(SoftmaxClassifier(max_iter=2)).score(_X, _Y.astype(str)), TypeError,
+     "y holds string labels but the estimator was fitted on number labels"),
+    ("score-y-none", lambda: _fitted(TwoLayerNet(hidden_size=3, max_iter=2)).score(_X, [None] * 12),
+     TypeError, r"y must hold numbers or strings.*y\[0\] = None"),
+    ("score-y-mixed", lambda: _fitted(SoftmaxClassifier(max_iter=2)).score(_X, [0, "1", 2] * 4),
+     TypeError, "y mixes label types"),
+    ("score-y-nan",
+     lambda: _fitted(SoftmaxClassifier(max_iter=2)).score(_X, np.where(_Y == 0, np.nan, _Y)),
+     ValueError, "y contains NaN"),
+    ("predict-X-masked",
+     lambda: _fitted(SoftmaxClassifier(max_iter=2)).predict(np.ma.masked_greater(_X, 1.0)),
+     TypeError, "X is a masked array"),
     # linear_softmax_loss
     ("loss-W-wrong-rows", lambda: linear_softmax_loss(np.zeros((2, 3)), _X, _Y), ValueError,
      r"W must have shape \(3, n_classes\).*got shape \(2, 3\)"),
@@ -524,7 +563,31 @@ BAD_INPUT = [
     ("loss-X-nan", lambda: linear_softmax_loss(_W, _X_nan, _Y), ValueError, "NaN"),
     ("loss-y-float", lambda: linear_softmax_loss(_W, _X, _Y.astype(float)), TypeError,
      "y must hold integer class indices"),
-    ("loss-y-out-of-range", lambda: linear_softmax_loss(_W, _X, _Y + 1), IndexError, "labels"),
+    ("loss-y-out-of-range", lambda: linear_softmax_loss(_W, _X, _Y + 1), IndexError,
+     r"y\[2\] = 3 is not a class index in \[0, 3\)"),
+    ("loss-y-object-none", lambda: linear_softmax_loss(_W, _X, [0, 1, None] * 4), TypeError,
+     r"^y\b.*None"),
+    ("loss-y-bool", lambda: linear_softmax_loss(_W, _X, _Y == 1), TypeError,
+     "y must hold integer class indices.*bool"),
+    ("loss-y-masked", lambda: linear_softmax_loss(_W, _X, np.ma.masked_equal(_Y, 0)), TypeError,
+     "y is a masked array"),
+    ("loss-X-masked", lambda: linear_softmax_loss(_W, np.ma.masked_greater(_X, 1.0), _Y),
+     TypeError, "X is a masked array"),
+    ("loss-W-masked", lambda: linear_softmax_loss(np.ma.masked_equal(_W, 0), _X, _Y), TypeError,
+     "W is a masked array"),
+    ("loss-b-masked", lambda: linear_softmax_loss(_W, _X, _Y, b=np.ma.masked_equal(np.ones(3), 1)),
+     TypeError, "b is a masked array"),
+    ("loss-b-complex", lambda: linear_softmax_loss(_W, _X, _Y, b=np.zeros(3) + 1j), TypeError,
+     "b must hold real numbers, got dtype complex128"),
+    ("loss-b-str", lambda: linear_softmax_loss(_W, _X, _Y, b=np.array(["0", "1", "2"])),
+     TypeError, "b must hold real numbers"),
+    ("two-layer-W1-masked",
+     lambda: two_layer_softmax_loss(np.ma.masked_equal(np.zeros((3, 4)), 0), np.zeros(4),
+                                    np.zeros((4, 3)), np.zeros(3), _X, _Y), TypeError,
+     "W1 is a masked array"),
+    ("two-layer-b2-complex",
+     lambda: two_layer_softmax_loss(np.zeros((3, 4)), np.zeros(4), np.zeros((4, 3)),
+                                    np.zeros(3) + 1j, _X, _Y), TypeError, "b2 must hold real numbers"),
     ("loss-reg-negative", lambda: linear_softmax_loss(_W, _X, _Y, reg=-1.0), ValueError, "reg"),
     ("loss-reduction-none", lambda: linear_softmax_loss(_W, _X, _Y, reduction="none"), ValueError,
      "reduction must be 'mean' or 'sum'.*'none'"),
@@ -564,3 +627,206 @@ def test_failed_refit_keeps_the_fitted_model(spiral_data):
     with pytest.raises(ValueError):
         clf.fit(X[:, :1].ravel(), y)
     np.testing.assert_array_equal(clf.predict_proba(X), before)
+
+
+# ------------------------------------------------ labels reach the kernel uncast
+
+
+def _numpy_mean_cross_entropy(scores, y):
+    """Mean -log softmax(scores)[i, y[i]] in plain NumPy (no ignored rows)."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-np.mean(log_p[np.arange(len(y)), np.asarray(y, dtype=np.int64)]))
+
+
+def _two_layer_call(problem, y):
+    return two_layer_softmax_loss(problem["W1"], problem["b1"], problem["W2"], problem["b2"],
+                                  problem["X"], y)
+
+
+def _linear_call(problem, y):
+    return linear_softmax_loss(problem["W"], problem["X"], y, b=problem["b"])
+
+
+LOSS_CALLS = [pytest.param(_linear_call, id="linear"), pytest.param(_two_layer_call, id="two-layer")]
+
+
+@pytest.mark.parametrize("call", LOSS_CALLS)
+def test_loss_uint64_label_beyond_int64_raises_index_error(problem, call):
+    """2**64 - 100 cast to intp wraps to -100, the default ignore_index: the row was
+    silently dropped. It is no class index, so it must raise."""
+    y = problem["y"].astype(np.uint64)
+    y[5] = 2**64 - 100
+    with pytest.raises(IndexError, match=r"y\[5\] = 18446744073709551516 is not a class index"):
+        call(problem, y)
+    # the same with ignore_index set to the wrapped value
+    with pytest.raises(IndexError, match=r"y\[5\]"):
+        linear_softmax_loss(problem["W"], problem["X"], y, ignore_index=-100)
+
+
+@pytest.mark.parametrize("call", LOSS_CALLS)
+def test_loss_huge_python_int_label_raises_index_error(problem, call):
+    y = np.array(problem["y"].tolist()[:-1] + [2**70], dtype=object)
+    with pytest.raises(IndexError, match=r"y\[8\] = 1180591620717411303424"):
+        call(problem, y)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32, np.int64, np.uint64, object])
+def test_loss_accepts_every_integer_label_dtype(problem, dtype):
+    X, W, b, y = problem["X"], problem["W"], problem["b"], problem["y"]
+    expected = _numpy_mean_cross_entropy(X @ W + b, y)
+    labels = np.array(y.tolist(), dtype=dtype)
+    assert linear_softmax_loss(W, X, labels, b=b)[0] == pytest.approx(expected, rel=1e-12)
+    hidden = np.maximum(0, X @ problem["W1"] + problem["b1"])
+    expected2 = _numpy_mean_cross_entropy(hidden @ problem["W2"] + problem["b2"], y)
+    assert _two_layer_call(problem, labels)[0] == pytest.approx(expected2, rel=1e-12)
+
+
+# ------------------------------------------------ two_layer_softmax_loss dtypes
+
+
+def test_two_layer_loss_float32_with_none_biases(problem):
+    """All arrays given are float32 and the biases are None: float32, as documented
+    (np.asarray(None) is an object array and used to force float64)."""
+    X, y = problem["X"].astype(np.float32), problem["y"]
+    W1, W2 = problem["W1"].astype(np.float32), problem["W2"].astype(np.float32)
+    loss, dW1, db1, dW2, db2 = two_layer_softmax_loss(W1, None, W2, None, X, y, reg=0.1)
+    for g in (dW1, db1, dW2, db2):
+        assert g.dtype == np.float32
+    assert db1.shape == (6,) and db2.shape == (5,)
+    X64, W1_64, W2_64 = (a.astype(np.float64) for a in (X, W1, W2))
+    expected = (_numpy_mean_cross_entropy(np.maximum(0, X64 @ W1_64) @ W2_64, y)
+                + 0.05 * (np.sum(W1_64**2) + np.sum(W2_64**2)))
+    assert loss == pytest.approx(expected, rel=1e-5)
+    # one float64 bias makes the computation float64
+    out = two_layer_softmax_loss(W1, None, W2, np.zeros(5), X, y)
+    assert all(g.dtype == np.float64 for g in out[1:])
+    # as in linear_softmax_loss with b=None
+    assert linear_softmax_loss(W1[:, :5], X, y)[1].dtype == np.float32
+
+
+def test_two_layer_loss_does_not_modify_inputs(problem):
+    keys = ("X", "y", "W1", "b1", "W2", "b2")
+    arrays = {k: problem[k].copy() for k in keys}
+    two_layer_softmax_loss(problem["W1"], problem["b1"], problem["W2"], problem["b2"],
+                           problem["X"], problem["y"], reg=1.0)
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(problem[k], v)
+
+
+def test_fit_does_not_modify_inputs(spiral_data):
+    X, y = spiral_data
+    X0, y0 = X.copy(), y.copy()
+    for est in (SoftmaxClassifier(max_iter=3, seed=0), TwoLayerNet(hidden_size=4, max_iter=3,
+                                                                  batch_size=16, seed=0)):
+        est.fit(X, y).score(X, y)
+        np.testing.assert_array_equal(X, X0)
+        np.testing.assert_array_equal(y, y0)
+
+
+# ------------------------------------------------ labels of one kind
+
+
+@pytest.mark.parametrize(
+    "labels, classes",
+    [
+        pytest.param([2, 0, 1] * 4, [0, 1, 2], id="int-list"),
+        pytest.param([2.5, 0, 1] * 4, [0.0, 1.0, 2.5], id="int-and-float-list"),
+        pytest.param(np.array([2, 0, 1] * 4, dtype=object), [0, 1, 2], id="int-object-array"),
+        pytest.param(["c", "a", "b"] * 4, ["a", "b", "c"], id="str-list"),
+        pytest.param(np.array(["c", "a", "b"] * 4, dtype=object), ["a", "b", "c"],
+                     id="str-object-array"),
+        pytest.param([b"c", b"a", b"b"] * 4, [b"a", b"b", b"c"], id="bytes-list"),
+        pytest.param([True, False, False] * 4, [False, True], id="bool-list"),
+    ],
+)
+def test_labels_all_numbers_or_all_strings_are_accepted(labels, classes):
+    clf = SoftmaxClassifier(max_iter=3, seed=0).fit(_X, labels)
+    assert clf.classes_.tolist() == classes
+    assert set(clf.predict(_X).tolist()) <= set(classes)
+    assert 0.0 <= clf.score(_X, labels) <= 1.0
+
+
+def test_score_numbers_of_another_dtype_match(spiral_data):
+    """Fitted on ints, scored with the same labels as floats: a number is a number."""
+    X, y = spiral_data
+    clf = SoftmaxClassifier(max_iter=20, seed=0).fit(X, y)
+    pred = clf.predict(X)
+    expected = np.count_nonzero(pred == y) / len(y)
+    assert clf.score(X, y.astype(float)) == pytest.approx(expected)
+    assert clf.score(X, y.tolist()) == pytest.approx(expected)
+
+
+# ------------------------------------------------ scikit-learn
+
+
+def _shuffled_spiral():
+    X, y = datasets.spiral(n_per_class=40, seed=1)
+    order = np.random.default_rng(0).permutation(len(y))
+    return X[order], y[order]
+
+
+SKLEARN_ESTIMATORS = [
+    pytest.param(lambda: SoftmaxClassifier(seed=0), 0.4, id="SoftmaxClassifier"),
+    pytest.param(lambda: TwoLayerNet(hidden_size=50, max_iter=1000, seed=0), 0.7, id="TwoLayerNet"),
+]
+
+
+@pytest.mark.parametrize("make, min_accuracy", SKLEARN_ESTIMATORS)
+def test_sklearn_recognises_a_classifier(make, min_accuracy):
+    sklearn_base = pytest.importorskip("sklearn.base")
+    from sklearn.utils import get_tags
+
+    est = make()
+    assert sklearn_base.is_classifier(est)
+    tags = get_tags(est)
+    assert tags.estimator_type == "classifier"
+    assert tags.target_tags.required
+    assert tags.classifier_tags is not None and tags.classifier_tags.multi_class
+
+
+@pytest.mark.parametrize("make, min_accuracy", SKLEARN_ESTIMATORS)
+def test_sklearn_cross_val_score(make, min_accuracy):
+    model_selection = pytest.importorskip("sklearn.model_selection")
+    X, y = _shuffled_spiral()
+    # an int cv is stratified only for classifiers
+    cv = model_selection.check_cv(3, y, classifier=True)
+    assert type(cv).__name__ == "StratifiedKFold"
+    scores = model_selection.cross_val_score(make(), X, y, cv=3)
+    assert scores.shape == (3,)
+    assert np.all(scores > min_accuracy)  # chance is 1/3
+    # string labels: predictions compare with the held-out labels
+    names = np.array(["red", "green", "blue"])[y]
+    assert np.all(model_selection.cross_val_score(make(), X, names, cv=3) > min_accuracy)
+
+
+@pytest.mark.parametrize("make, min_accuracy", SKLEARN_ESTIMATORS)
+def test_sklearn_clone(make, min_accuracy, spiral_data):
+    sklearn_base = pytest.importorskip("sklearn.base")
+    X, y = spiral_data
+    est = make().set_params(max_iter=5, reg=0.25, learning_rate=0.5)
+    est.fit(X, y)
+    copy = sklearn_base.clone(est)
+    assert type(copy) is type(est) and copy is not est
+    assert copy.get_params() == est.get_params()
+    assert copy.reg == 0.25 and copy.learning_rate == 0.5 and copy.max_iter == 5
+    assert not hasattr(copy, "classes_")  # unfitted
+    gen = sklearn_base.clone(make().set_params(seed=np.random.default_rng(0)))
+    assert isinstance(gen.seed, np.random.Generator)
+
+
+def test_estimators_work_without_sklearn(monkeypatch, spiral_data):
+    """scikit-learn is optional: nothing but __sklearn_tags__ (which only
+    scikit-learn calls) imports it."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn -> ImportError
+    X, y = spiral_data
+    for est in (SoftmaxClassifier(max_iter=3, seed=0), TwoLayerNet(hidden_size=4, max_iter=3, seed=0)):
+        assert est._estimator_type == "classifier"
+        est.fit(X, y)
+        assert 0.0 <= est.score(X, y) <= 1.0
+        with pytest.raises(ImportError):
+            est.__sklearn_tags__()
