@@ -145,13 +145,6 @@ static inline double FN(acc_lane)(VACC lo, VACC hi, int l)
 #endif
 }
 
-static inline double FN(acc_total)(VACC lo, VACC hi)
-{
-    double s = 0.0;
-    for (int l = 0; l < NL; l++) s += FN(acc_lane)(lo, hi, l);
-    return s;
-}
-
 /* exp(x + xlo) for x <= 0 (or NaN), |xlo| tiny: see the comment at the top. */
 static inline VREAL FN(vexp)(VREAL x, VREAL xlo)
 {
@@ -199,25 +192,62 @@ static inline VREAL FN(exp_diff)(VREAL f, VREAL m, VREAL *d)
     return FN(vexp)(s, lo);
 }
 
-/* Pass 1: the row maximum.  NaN entries are skipped here; they make e NaN in pass 2. */
+/* Lane l holds l. */
+static inline VINT FN(lane_index)(void)
+{
+    VINT v;
+    for (int l = 0; l < NL; l++) v[l] = (RINT)l;
+    return v;
+}
+
+/* Sum of the lanes of a double accumulator pair, as a fixed tree (short latency). */
+static inline double FN(acc_total)(VACC lo, VACC hi)
+{
+    enum { NA = CYSM_VBYTES / 8 };
+#if !CYSM_F64
+    lo += hi;
+#else
+    (void)hi;
+#endif
+    double part[NA];
+    memcpy(part, &lo, sizeof part);
+    for (int w = NA / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) part[l] += part[l + w];
+    return part[0];
+}
+
+/* Pass 1: the row maximum.  NaN entries are skipped here; they make e NaN in pass 2.
+ * The last, partly overlapping vector covers the tail (max is idempotent). */
 static inline REAL FN(row_max)(const REAL *f, ptrdiff_t C)
 {
     ptrdiff_t k = 0;
-    REAL m = -INFINITY;
-    if (C >= 2 * NL) {
-        VREAL m0 = (VREAL){0} - INFINITY, m1 = m0;
-        for (; k + 2 * NL <= C; k += 2 * NL) {
-            const VREAL x0 = FN(load)(f + k), x1 = FN(load)(f + k + NL);
-            m0 = FN(select)(x0 > m0, x0, m0);
-            m1 = FN(select)(x1 > m1, x1, m1);
-        }
-        m0 = FN(select)(m1 > m0, m1, m0);
-        for (int l = 0; l < NL; l++)
-            if (m0[l] > m) m = m0[l];
+    if (C < NL) { /* softmax of a short row */
+        REAL m = -INFINITY;
+        for (; k < C; k++)
+            if (f[k] > m) m = f[k];
+        return m;
     }
-    for (; k < C; k++)
-        if (f[k] > m) m = f[k];
-    return m;
+    VREAL m0 = (VREAL){0} - INFINITY, m1 = m0;
+    for (; k + 2 * NL <= C; k += 2 * NL) {
+        const VREAL x0 = FN(load)(f + k), x1 = FN(load)(f + k + NL);
+        m0 = FN(select)(x0 > m0, x0, m0);
+        m1 = FN(select)(x1 > m1, x1, m1);
+    }
+    if (k + NL <= C) {
+        const VREAL x = FN(load)(f + k);
+        m1 = FN(select)(x > m1, x, m1);
+    }
+    if (C % NL) {
+        const VREAL x = FN(load)(f + C - NL);
+        m0 = FN(select)(x > m0, x, m0);
+    }
+    m0 = FN(select)(m1 > m0, m1, m0);
+    for (int w = NL / 2; w >= 1; w /= 2) { /* a fixed tree over the lanes */
+        VREAL hi;
+        for (int l = 0; l < NL; l++) hi[l] = l < w ? m0[l + w] : m0[l];
+        m0 = FN(select)(hi > m0, hi, m0);
+    }
+    return m0[0];
 }
 
 typedef struct {
@@ -236,6 +266,16 @@ static inline __attribute__((always_inline)) FN(row_sums)
     const VREAL mv = (VREAL){0} + m;
     FN(row_sums) out = {0.0, 0, 0.0};
     ptrdiff_t k = 0;
+    /* The tail is the last full vector, loaded now (e_out may alias f); its lanes
+     * that the other vectors cover are left out of the sums and, stored again,
+     * get the same e. */
+    const ptrdiff_t rest = C % NL;
+    VREAL f_tail = mv;
+    if (rest && C >= NL) {
+        f_tail = FN(load)(f + C - NL);
+    } else if (rest) { /* softmax of a short row: padded with -inf (e = 0, never a max) */
+        for (int l = 0; l < NL; l++) f_tail[l] = l < NL - rest ? -INFINITY : f[l - (NL - rest)];
+    }
     /* Four vectors per step: four independent exps in flight, and their non-maximal
      * parts added in the input precision (two roundings) before one widening add. */
     for (; k + 4 * NL <= C; k += 4 * NL) {
@@ -278,20 +318,26 @@ static inline __attribute__((always_inline)) FN(row_sums)
         }
         if (store) FN(store)(e_out + k, e);
     }
-    if (k < C) {
-        /* the tail, padded with -inf (e = 0, never a maximum) */
-        REAL buf[NL];
-        const ptrdiff_t rest = C - k;
-        for (int l = 0; l < NL; l++) buf[l] = -INFINITY;
-        memcpy(buf, f + k, (size_t)rest * sizeof(REAL));
+    if (rest) {
+        const VINT old = FN(lane_index)() < (RINT)(NL - rest);
         VREAL d;
-        const VREAL e = FN(exp_diff)(FN(load)(buf), mv, &d);
-        const VINT is_max = d == 0;
+        const VREAL e = FN(exp_diff)(f_tail, mv, &d);
+        const VINT is_max = (d == 0) & ~old;
         cnt -= is_max;
-        FN(acc_add)(&t_lo, &t_hi, FN(zero_where)(is_max, e));
-        if (want_wd)
-            for (ptrdiff_t j = 0; j < rest; j++) out.wd += (w ? w[k + j] : 1.0) * (double)d[j];
-        if (store) memcpy(e_out + k, &e, (size_t)rest * sizeof(REAL));
+        FN(acc_add)(&t_lo, &t_hi, FN(zero_where)(is_max | old, e));
+        if (want_wd) {
+            d = FN(zero_where)(old, d);
+            if (w) { /* (only sce_row asks for wd, and there C > CYSM_SMALL_C >= NL) */
+                FN(acc_add_mul)(&wd_lo, &wd_hi, d, w + C - NL);
+            } else {
+                FN(acc_add)(&wd_lo, &wd_hi, d);
+            }
+        }
+        if (store && C >= NL) {
+            FN(store)(e_out + C - NL, e);
+        } else if (store) {
+            for (int l = NL - (int)rest; l < NL; l++) e_out[l - (NL - rest)] = e[l];
+        }
     }
     out.t = FN(acc_total)(t_lo, t_hi);
     for (int l = 0; l < NL; l++) out.n_max += cnt[l];
