@@ -39,10 +39,18 @@ def _refuse_masked(value, name: str, hint: str) -> None:
         raise TypeError(f"{name} is a masked array, whose mask would be ignored; {hint}")
 
 
+def _asarray(value, name: str, dtype=None) -> np.ndarray:
+    """np.asarray, with NumPy's errors for ragged or odd sequences naming the argument."""
+    try:
+        return np.asarray(value, dtype=dtype)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{name} could not be converted to an array: {exc}") from None
+
+
 def _as_scores(scores) -> np.ndarray:
     """scores as a native-endian float32/float64 ndarray with ndim >= 1 and C >= 1."""
     _refuse_masked(scores, "scores", "pass scores.filled(-np.inf) to mask classes")
-    arr = scores if type(scores) is np.ndarray else np.asarray(scores)
+    arr = scores if type(scores) is np.ndarray else _asarray(scores, "scores")
     dt = arr.dtype
     if dt is not _F64 and dt is not _F32:
         if dt.kind != "f" or dt.itemsize not in (4, 8):
@@ -61,7 +69,11 @@ def _as_scores(scores) -> np.ndarray:
 def _as_labels(labels, batch_shape: tuple, n_classes: int, ignore_index: int) -> np.ndarray:
     """labels as a flat C-contiguous int64 array with shape batch_shape."""
     _refuse_masked(labels, "labels", "pass labels.filled(ignore_index) to ignore masked rows")
-    arr = labels if type(labels) is np.ndarray else np.asarray(labels)
+    arr = labels if type(labels) is np.ndarray else _asarray(labels, "labels")
+    if arr.dtype.kind == "f" and arr.size and type(labels) is not np.ndarray:
+        # a sequence of Python ints that no integer dtype holds (e.g. 0 and 2**63)
+        # becomes float64: keep the exact values instead
+        arr = _asarray(labels, "labels", dtype=object)
     dt = arr.dtype
     if arr.shape != batch_shape:
         raise ValueError(
@@ -113,7 +125,7 @@ def _as_weight(weight, n_classes: int) -> Optional[np.ndarray]:
     if weight is None:
         return None
     _refuse_masked(weight, "weight", "pass weight.filled(0) to give masked classes no weight")
-    w = np.asarray(weight)
+    w = _asarray(weight, "weight")
     if w.dtype.kind not in "iuf":
         raise TypeError(f"weight must hold real numbers, got dtype {w.dtype}")
     if w.shape != (n_classes,):
@@ -138,7 +150,10 @@ def _as_smoothing(label_smoothing) -> float:
         label_smoothing, (int, float, np.integer, np.floating)
     ):
         raise TypeError(f"label_smoothing must be a real number, got {label_smoothing!r}")
-    eps = float(label_smoothing)
+    try:
+        eps = float(label_smoothing)
+    except OverflowError:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}") from None
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     return eps
@@ -238,11 +253,13 @@ def _run(scores, labels, reduction, weight, ignore_index, label_smoothing, num_t
     except _kernels.LabelOutOfRange as exc:
         _raise_label_range(y, exc.position, s.shape[:-1], n_classes, ii)
     if code == _kernels.REDUCTION_NONE:
-        loss = row_loss.astype(s.dtype, copy=False).reshape(s.shape[:-1])
-    elif code == _kernels.REDUCTION_MEAN:
-        loss = s.dtype.type(_divide(total, denominator))
+        if s.dtype is _F32:
+            row_loss = _kernels.losses_as_float32(row_loss)
+        loss = row_loss.reshape(s.shape[:-1])
     else:
-        loss = s.dtype.type(total)
+        if code == _kernels.REDUCTION_MEAN:
+            total = _divide(total, denominator)
+        loss = _kernels.loss_as_float32(total) if s.dtype is _F32 else np.float64(total)
     return loss, grad
 
 

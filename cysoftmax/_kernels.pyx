@@ -77,7 +77,8 @@ cdef extern from "src/cysm_kernels.h" nogil:
 __all__ = [
     "REDUCTION_NONE", "REDUCTION_MEAN", "REDUCTION_SUM", "LabelOutOfRange",
     "targets", "supported_targets", "current_target", "default_target", "set_target",
-    "openmp_enabled", "default_num_threads", "forked_child",
+    "openmp_enabled", "default_num_threads", "max_num_threads", "forked_child",
+    "loss_as_float32", "losses_as_float32",
     "sce_float32", "sce_float64", "sce_fast", "softmax_float32", "softmax_float64",
 ]
 
@@ -166,6 +167,8 @@ def openmp_enabled():
 # this process is a child created by fork() (then every kernel runs on one thread).
 cdef int _default_threads = 1
 cdef bint _forked_child = False
+# More threads than this are never started: the usable CPUs, or OMP_NUM_THREADS if larger.
+cdef int _max_threads = 1
 
 
 def default_num_threads():
@@ -190,6 +193,14 @@ def forked_child():
     return bool(_forked_child)
 
 
+def _usable_cpus():
+    import os
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _initial_num_threads():
     import os
     if not cysm_openmp_enabled():
@@ -197,10 +208,13 @@ def _initial_num_threads():
     first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if first.isdigit() and 0 < int(first) < 65536:
         return int(first)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return _usable_cpus()
+
+
+def max_num_threads():
+    """The most threads a call starts: more than the usable CPUs (or than
+    ``OMP_NUM_THREADS``, if larger) would only slow it down."""
+    return 1 if _forked_child else _max_threads
 
 
 def _after_fork_in_child():
@@ -224,6 +238,7 @@ cdef inline int _threads_for(Py_ssize_t n_blocks, Py_ssize_t n_elems, int num_th
     cdef Py_ssize_t by_work = n_elems // _THREAD_ELEMS
     if _forked_child or not cysm_openmp_enabled():
         return 1
+    num_threads = min(num_threads, _max_threads)
     return <int>max(1, min(<Py_ssize_t>num_threads, min(n_blocks, by_work)))
 
 
@@ -485,12 +500,28 @@ def sce_fast(scores, labels, reduction, weight, ignore_index, label_smoothing, o
     if status != SCE_OK:
         return None
     if code == RED_NONE:
-        loss = row_loss_array if typenum == cnp.NPY_FLOAT64 else row_loss_array.astype(np.float32)
+        loss = row_loss_array if typenum == cnp.NPY_FLOAT64 else losses_as_float32(row_loss_array)
     else:
         if code == RED_MEAN:
             total = total / denominator  # 0/0 -> NaN: every row ignored
-        loss = _F64(total) if typenum == cnp.NPY_FLOAT64 else _F32(total)
+        loss = _F64(total) if typenum == cnp.NPY_FLOAT64 else _F32(<float>total)
     return loss, g
+
+
+def loss_as_float32(double value):
+    """A float64 loss as a numpy float32; beyond float32's range it is +-inf, silently."""
+    return _F32(<float>value)
+
+
+def losses_as_float32(const double[::1] values):
+    """Float64 losses as a new float32 array (+-inf beyond float32's range, silently,
+    where NumPy's cast would warn of an overflow)."""
+    cdef Py_ssize_t i, n = values.shape[0]
+    out = np.empty(n, dtype=np.float32)
+    cdef float[::1] o = out
+    for i in range(n):
+        o[i] = <float>values[i]
+    return out
 
 
 _F64 = np.float64
@@ -561,6 +592,7 @@ def _select_initial_target():
 
 _select_initial_target()
 _default_threads = _initial_num_threads()
+_max_threads = max(_default_threads, _usable_cpus()) if cysm_openmp_enabled() else 1
 
 
 def _register_fork_handler():

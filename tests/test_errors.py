@@ -84,6 +84,18 @@ BAD = [
     ("weight-masked", lambda: cysoftmax.cross_entropy(S, Y, weight=np.ma.masked_equal([1., 2., 3.], 2)),
      TypeError, "weight is a masked array"),
     ("out-masked", lambda: cysoftmax.softmax_cross_entropy(S, Y, out=np.ma.zeros((4, 3))), TypeError, "out"),
+    ("labels-list-beyond-int64", lambda: cysoftmax.cross_entropy(S, [0, 2**63, 0, 0]),
+     IndexError, f"labels[1] = {2**63} "),
+    ("labels-list-uint64-max", lambda: cysoftmax.cross_entropy(S, [-100, 2**64 - 1, 0, 0]),
+     IndexError, f"labels[1] = {2**64 - 1} "),
+    ("labels-list-floats", lambda: cysoftmax.cross_entropy(S, [0.0, 1.0, 2.0, 1.0]), TypeError, "labels"),
+    ("scores-ragged", lambda: cysoftmax.softmax([[0.0], [1.0, 2.0]]), ValueError, "scores"),
+    ("labels-ragged", lambda: cysoftmax.cross_entropy(np.zeros((2, 3)), [[0], [1, 2]]),
+     ValueError, "labels"),
+    ("weight-ragged", lambda: cysoftmax.cross_entropy(S, Y, weight=[[1.0], [1.0, 2.0]]),
+     ValueError, "weight"),
+    ("smoothing-overflow", lambda: cysoftmax.cross_entropy(S, Y, label_smoothing=10**400),
+     ValueError, "label_smoothing"),
     ("smoothing-1d-array", lambda: cysoftmax.cross_entropy(S, Y, label_smoothing=np.array([0.1])),
      TypeError, "label_smoothing"),
 ]
@@ -182,3 +194,39 @@ def test_memmap_out_receives_the_gradient(tmp_path):
     probs = cysoftmax.softmax(S, out=np.memmap(tmp_path / "p.f64", dtype=np.float64, mode="w+",
                                                shape=S.shape))
     np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-15)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_float32_loss_beyond_float32_range_is_inf_without_warnings(reduction, weighted):
+    # The loss is summed in double; beyond float32's range it is +inf, like torch,
+    # not a NumPy overflow warning (or an error under errstate(all="raise")).
+    scores = np.array([[3e38, -3e38, 0.0], [0.0, 1.0, 2.0]], np.float32)
+    kw = dict(reduction=reduction, weight=[1.0, 2.0, 3.0] if weighted else None)
+    with np.errstate(all="raise"):
+        loss = cysoftmax.cross_entropy(scores, [1, -100], **kw)  # the loss of row 0: 6e38
+        loss2, _ = cysoftmax.softmax_cross_entropy(scores, [1, -100], **kw)
+    assert loss.dtype == np.float32 and loss2.dtype == np.float32
+    assert np.isinf(np.ravel(loss)[0]) and np.isinf(np.ravel(loss2)[0])
+
+
+def test_num_threads_beyond_the_cpus_starts_no_more_threads(tmp_path):
+    import subprocess
+    import sys
+    code = """if True:
+        import numpy as np, cysoftmax
+        from cysoftmax import _kernels
+        s = np.zeros((200000, 64), np.float32)
+        y = np.zeros(200000, np.int64)
+        cysoftmax.cross_entropy(s, y, num_threads=5000)
+        cysoftmax.softmax(s, num_threads=5000)
+        with open("/proc/self/status") as fh:
+            threads = int(fh.read().split("Threads:")[1].split()[0])
+        print(threads, _kernels.max_num_threads())
+    """
+    if not __import__("os").path.exists("/proc/self/status"):
+        pytest.skip("needs /proc")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120, check=True)
+    threads, cap = map(int, out.stdout.split())
+    assert threads <= cap + 8, out.stdout  # a few runtime threads (BLAS, ...) besides ours
