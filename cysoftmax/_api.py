@@ -225,15 +225,15 @@ def _divide(total: float, denominator: float) -> float:
 
 def _run(scores, labels, reduction, weight, ignore_index, label_smoothing, num_threads,
          out, with_grad):
+    fast = _kernels.sce_fast(scores, labels, reduction, weight, ignore_index, label_smoothing,
+                             out, num_threads, with_grad)
+    if fast is not None:  # plain arrays and default options: no conversion needed
+        return fast
     if isinstance(out, np.ndarray):  # the kernels read labels and weight after writing out
         if isinstance(labels, np.ndarray) and np.may_share_memory(out, labels):
             labels = labels.copy()
         if isinstance(weight, np.ndarray) and np.may_share_memory(out, weight):
             weight = weight.copy()
-    fast = _kernels.sce_fast(scores, labels, reduction, weight, ignore_index, label_smoothing,
-                             out, num_threads, with_grad)
-    if fast is not None:  # plain arrays and default options: no conversion needed
-        return fast
     s = _as_scores(scores)
     code = _as_reduction(reduction)
     ii = _as_ignore_index(ignore_index)

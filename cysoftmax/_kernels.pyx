@@ -395,6 +395,13 @@ cdef object _sce(const floating[:, ::1] scores, const int64_t[::1] labels, objec
     return total, denominator, row_loss_array
 
 
+cdef inline bint _ranges_overlap(const void *a, size_t a_bytes, const void *b,
+                                 size_t b_bytes) noexcept:
+    cdef const char *ca = <const char *>a
+    cdef const char *cb = <const char *>b
+    return ca < cb + b_bytes and cb < ca + a_bytes
+
+
 cdef inline int _check_overlap(const void *a, const void *b, size_t nbytes) except -1:
     """out may be the scores buffer itself, but must not partly overlap it."""
     cdef const char *ca = <const char *>a
@@ -436,8 +443,8 @@ def sce_fast(scores, labels, reduction, weight, ignore_index, label_smoothing, o
 
     Applies to 2-D C-contiguous native float32/float64 scores, 1-D int64 labels, no
     weight, no label smoothing, a plain int ignore_index and num_threads, and an ``out``
-    that is a matching writeable C-contiguous array (or None).  Anything else, and any
-    invalid label, returns None and the caller takes the general path (which converts,
+    that is a matching writeable C-contiguous array (or None) not overlapping the labels.
+    Anything else, and any invalid label, returns None and the caller takes the general path (which converts,
     or raises the right error).
     """
     cdef int typenum, code, n_threads
@@ -488,6 +495,9 @@ def sce_fast(scores, labels, reduction, weight, ignore_index, label_smoothing, o
             return None
         grad_ptr = cnp.PyArray_DATA(g)
         _check_overlap(cnp.PyArray_DATA(s), grad_ptr, cnp.PyArray_NBYTES(s))
+        if g is out and _ranges_overlap(cnp.PyArray_DATA(y), cnp.PyArray_NBYTES(y),
+                                        grad_ptr, cnp.PyArray_NBYTES(g)):
+            return None  # labels are read after out is written: the caller copies them
     if code == RED_NONE:
         row_loss_array = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(y), cnp.NPY_FLOAT64, 0)
         row_loss = <double *>cnp.PyArray_DATA(row_loss_array)
@@ -504,13 +514,25 @@ def sce_fast(scores, labels, reduction, weight, ignore_index, label_smoothing, o
     else:
         if code == RED_MEAN:
             total = total / denominator  # 0/0 -> NaN: every row ignored
-        loss = _F64(total) if typenum == cnp.NPY_FLOAT64 else _F32(<float>total)
+        loss = _scalar(total, typenum)
     return loss, g
+
+
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void *data, cnp.dtype descr, object base)
+
+
+cdef inline object _scalar(double value, int typenum):
+    """A numpy float64 or float32 scalar (+-inf beyond float32's range, silently)."""
+    cdef float value32 = <float>value
+    if typenum == cnp.NPY_FLOAT64:
+        return PyArray_Scalar(&value, cnp.PyArray_DescrFromType(typenum), None)
+    return PyArray_Scalar(&value32, cnp.PyArray_DescrFromType(typenum), None)
 
 
 def loss_as_float32(double value):
     """A float64 loss as a numpy float32; beyond float32's range it is +-inf, silently."""
-    return _F32(<float>value)
+    return _scalar(value, cnp.NPY_FLOAT32)
 
 
 def losses_as_float32(const double[::1] values):
