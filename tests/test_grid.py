@@ -262,3 +262,228 @@ def test_matches_docstring_example():
     p = np.exp([2.0, 1.0, 0.1]) / np.exp([2.0, 1.0, 0.1]).sum()
     assert abs(loss + np.log(p[0])) < 1e-15
     np.testing.assert_allclose(grad[0], p - [1, 0, 0], rtol=1e-14)
+
+
+# ------------------------------------------------------------------ memory
+
+def _traced_peak(call):
+    """Peak bytes traced by tracemalloc (NumPy reports its data buffers) during call()."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - base
+
+
+NO_GRAD_OPTIONS = {
+    "mean": {},  # the compiled fast path
+    "sum": dict(reduction="sum"),
+    "none": dict(reduction="none"),  # only the N per-row losses
+    "all": dict(weight=np.linspace(0.5, 2, 500), ignore_index=3, label_smoothing=0.1),
+    "all-none": dict(weight=np.linspace(0.5, 2, 500), label_smoothing=0.1, reduction="none"),
+}
+
+
+@pytest.mark.parametrize("opts", NO_GRAD_OPTIONS.values(), ids=NO_GRAD_OPTIONS.keys())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_cross_entropy_allocates_no_gradient(dtype, opts):
+    rng = np.random.default_rng(17)
+    scores = rng.normal(size=(2000, 500)).astype(dtype)
+    labels = rng.integers(0, 500, size=2000)
+    cysoftmax.cross_entropy(scores, labels, **opts)  # one-time imports (numpy.ma: ~1 MB)
+    # sanity: tracing sees NumPy's buffers, and the gradient is as large as the scores
+    with_grad = _traced_peak(lambda: cysoftmax.softmax_cross_entropy(scores, labels, **opts))
+    assert with_grad >= scores.nbytes
+    loss_only = _traced_peak(lambda: cysoftmax.cross_entropy(scores, labels, **opts))
+    # the per-row losses (16 kB) and small temporaries only: far below one gradient
+    assert loss_only < scores.nbytes // 20, f"cross_entropy traced {loss_only} bytes"
+
+
+# ------------------------------------------------------------------ inputs untouched
+
+def _layout(a, layout):
+    """a (values unchanged) in the given memory layout, and the buffer that holds it."""
+    if layout == "C":
+        b = a.copy()
+        return b, b
+    if layout == "F":
+        b = np.asfortranarray(a)
+        return b, b
+    if layout == "strided":
+        wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+        wide[..., 1::2] = a
+        return wide[..., 1::2], wide
+    if layout == "bigendian":
+        b = a.astype(a.dtype.newbyteorder(">"))
+        return b, b
+    raise ValueError(layout)
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "bigendian"])
+@pytest.mark.parametrize("shape", [(20, 5), (20, 40), (4, 6, 5), (4, 6, 40)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_inputs_are_never_modified(dtype, shape, layout):
+    """scores, labels and weight keep every byte of their buffers (a strided buffer's gaps
+    too) through every option of the loss functions and through softmax / log_softmax;
+    only out is written.  C-contiguous int64 labels and float64 weight reach the kernels
+    without a copy, so those are the ones a conversion in place would change."""
+    rng = np.random.default_rng(zlib.crc32(f"{shape}-{layout}".encode()))
+    C = shape[-1]
+    base = (rng.normal(size=shape) * 3).astype(dtype)
+    base.reshape(-1, C)[1, 2] = -np.inf  # a masked class
+    scores, s_buf = _layout(base, layout)
+    weight, w_buf = _layout(rng.uniform(-1, 3, size=(1, C)), layout)  # row 0 is the weight
+    buffers = {"scores": s_buf, "weight": w_buf}
+    labels = {}
+    for ignore in (-100, 1):  # ignore_index outside the classes, and a valid class
+        y = rng.integers(0, C, size=shape[:-1])
+        y.reshape(-1)[::4] = ignore
+        y, buffers[f"labels{ignore}"] = _layout(y[..., None], layout)  # a gap when strided
+        labels[ignore] = y[..., 0]
+    before = {name: b.tobytes(order="A") for name, b in buffers.items()}
+
+    def unchanged(what):
+        for name, b in buffers.items():
+            assert b.tobytes(order="A") == before[name], f"{what} modified {name}"
+
+    for reduction, weighted, ignore, smoothing in itertools.product(
+            REDUCTIONS, [False, True], [-100, 1], [0.0, 0.3]):
+        kw = dict(reduction=reduction, weight=weight[0] if weighted else None,
+                  ignore_index=ignore, label_smoothing=smoothing)
+        cysoftmax.softmax_cross_entropy(scores, labels[ignore], **kw)
+        cysoftmax.softmax_cross_entropy(scores, labels[ignore], out=np.empty(shape, dtype), **kw)
+        cysoftmax.cross_entropy(scores, labels[ignore], **kw)
+        unchanged(kw)
+    for fn in (cysoftmax.softmax, cysoftmax.log_softmax):
+        fn(scores)
+        fn(scores, out=np.empty(shape, dtype))
+        unchanged(fn.__name__)
+
+
+# ------------------------------------------------------------------ out buffers, N-D
+
+OUT_OPTIONS = {
+    "plain": lambda C: {},
+    "all": lambda C: dict(weight=np.linspace(0.25, 3, C), ignore_index=1, label_smoothing=0.2),
+}
+
+
+@pytest.mark.parametrize("opts", OUT_OPTIONS.values(), ids=OUT_OPTIONS.keys())
+@pytest.mark.parametrize("inplace", [False, True], ids=["out", "inplace"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", [(12, 7), (12, 33), (3, 4, 7), (3, 4, 40), (2, 3, 2, 16),
+                                   (2, 3, 2, 17)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_out_and_inplace_with_batches(dtype, shape, reduction, inplace, opts):
+    rng = np.random.default_rng(zlib.crc32(f"{shape}-{reduction}".encode()))
+    C = shape[-1]
+    kw = dict(reduction=reduction, **opts(C))
+    scores = (rng.normal(size=shape) * 3).astype(dtype)
+    labels = rng.integers(0, C, size=shape[:-1])
+    want_loss, want_grad = reference.cross_entropy(scores, labels, **kw)
+    out = scores.copy() if inplace else np.full(shape, np.nan, dtype=dtype)
+    loss, grad = cysoftmax.softmax_cross_entropy(out if inplace else scores, labels, out=out, **kw)
+    assert grad is out
+    assert np.shape(loss) == (shape[:-1] if reduction == "none" else ())
+    assert np.asarray(loss).dtype == dtype
+    check(loss, want_loss, dtype, "loss")
+    check(grad, want_grad, dtype, "grad")
+    for fn, ref in ((cysoftmax.softmax, reference.softmax),
+                    (cysoftmax.log_softmax, reference.log_softmax)):
+        out = scores.copy() if inplace else np.full(shape, np.nan, dtype=dtype)
+        assert fn(out if inplace else scores, out=out) is out
+        check(out, ref(scores), dtype, fn.__name__)
+
+
+# ------------------------------------------------------------------ writes stay inside out
+
+PAD = 64
+SENTINEL = 1234.5  # no softmax, log_softmax or gradient entry here is ever > 1
+
+
+def _padded(n, C, dtype, fill):
+    """An (n, C) C-contiguous view into a buffer with PAD elements of `fill` either side."""
+    buf = np.full(PAD + n * C + PAD, fill, dtype=dtype)
+    return buf[PAD:PAD + n * C].reshape(n, C), buf
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_writes_stay_inside_out(simd_target, dtype):
+    """Every class count 1..70 (vector-of-rows path, vectors and overlapping tails, four
+    vectors per step) and row counts that leave partial row groups: the padding around
+    out keeps its bytes, for an out buffer and in place.  The scores themselves sit
+    between NaNs, so a read past them would show in the values."""
+    rng = np.random.default_rng(70)
+    for C in range(1, 71):
+        for n in (1, 7, 33):
+            base = (rng.normal(size=(n, C)) * 3).astype(dtype)
+            scores, _ = _padded(n, C, dtype, np.nan)
+            scores[...] = base
+            labels = rng.integers(0, C, size=n)
+            labels[1::3] = -100
+            calls = {
+                "softmax": (lambda s, o: cysoftmax.softmax(s, out=o), reference.softmax(base)),
+                "log_softmax": (lambda s, o: cysoftmax.log_softmax(s, out=o),
+                                reference.log_softmax(base)),
+            }
+            for name, kw in [("sce", {}),
+                             ("sce-all", dict(reduction="none", label_smoothing=0.2,
+                                              weight=np.linspace(0.5, 2, C)))]:
+                want = reference.cross_entropy(base, labels, **kw)[1]
+                calls[name] = (lambda s, o, kw=kw: cysoftmax.softmax_cross_entropy(
+                    s, labels, out=o, **kw)[1], want)
+            for name, (fn, want) in calls.items():
+                for inplace in (False, True):
+                    out, buf = _padded(n, C, dtype, SENTINEL)
+                    if inplace:
+                        out[...] = base
+                    snap = buf.copy()
+                    got = fn(out if inplace else scores, out)
+                    what = f"{name} C={C} n={n}{' in place' if inplace else ''}"
+                    assert got is out, what
+                    assert buf[:PAD].tobytes() == snap[:PAD].tobytes(), f"{what}: before out"
+                    assert buf[-PAD:].tobytes() == snap[-PAD:].tobytes(), f"{what}: after out"
+                    check(got, want, dtype, what, floor=1e-3)
+
+
+# ------------------------------------------------------------------ negative and zero weights
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2], ids=lambda s: f"eps{s}")
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("C", [5, 40])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_negative_and_zero_weights(dtype, C, reduction, smoothing):
+    """PyTorch accepts any real weights: zero and negative ones enter the loss, the gradient
+    and the mean's denominator with their sign (here sum w_y is well away from 0)."""
+    rng = np.random.default_rng(C)
+    N = 48
+    scores = (rng.normal(size=(N, C)) * 3).astype(dtype)
+    weight = rng.uniform(0.5, 2, size=C) * np.resize([1, -1, 0, 1, -1], C)
+    pos, neg, zero = (np.flatnonzero(weight > 0), np.flatnonzero(weight < 0),
+                      np.flatnonzero(weight == 0))
+    mixed = np.concatenate([rng.choice(pos, N // 2), rng.choice(neg, N // 4),
+                            rng.choice(zero, N // 4)])
+    for name, labels in [("mixed", rng.permutation(mixed)),
+                         ("negative targets", rng.choice(neg, size=N))]:
+        labels[::7] = -100
+        kw = dict(reduction=reduction, weight=weight, label_smoothing=smoothing)
+        w_y = weight[labels[labels != -100]]
+        assert abs(w_y.sum()) > 1.0, w_y.sum()  # a well-conditioned mean
+        loss, grad = cysoftmax.softmax_cross_entropy(scores, labels, **kw)
+        want_loss, want_grad = reference.cross_entropy(scores, labels, **kw)
+        # where signs cancel, the error scale is that of the terms: the same loss with |w|
+        # (its mean rescaled to this denominator)
+        mag_loss, mag_grad = reference.cross_entropy(scores, labels,
+                                                     **dict(kw, weight=np.abs(weight)))
+        rescale = np.abs(w_y).sum() / abs(w_y.sum()) if reduction == "mean" else 1.0
+        check(loss, want_loss, dtype, f"{name} loss", floor=np.abs(mag_loss).max() * rescale)
+        check(grad, want_grad, dtype, f"{name} grad", floor=np.abs(mag_grad).max() * rescale)
+        np.testing.assert_array_equal(cysoftmax.cross_entropy(scores, labels, **kw), loss)
+        assert np.all(grad[labels == -100] == 0)

@@ -205,3 +205,76 @@ def test_child_forked_after_threaded_calls_runs_serially_and_does_not_hang(tmp_p
         print(os.waitstatus_to_exitcode(status), _kernels.forked_child())
     """
     assert _run_script(code, tmp_path) == "0 False"
+
+
+def _counter_progress_mid_call(call):
+    """Increments a Python thread makes during the middle half of call() (best effort).
+
+    A spinning thread stamps the time every 256 increments.  If call() held the GIL,
+    the thread could run only at the edges of the call (before the kernel takes over,
+    and after it returns, when the interpreter hands the GIL over at switch intervals),
+    never in its middle half: there it would count 0."""
+    import sys
+    import threading
+    import time
+
+    stamps = []
+    stop = []
+    ready = threading.Event()
+
+    def spin():
+        n = 0
+        ready.set()
+        while not stop:
+            n += 1
+            if not n & 255:
+                stamps.append(time.perf_counter())
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-3)  # short edge windows
+    thread = threading.Thread(target=spin, daemon=True)
+    try:
+        thread.start()
+        ready.wait()
+        t0 = time.perf_counter()
+        call()
+        t1 = time.perf_counter()
+    finally:
+        stop.append(True)
+        thread.join()
+        sys.setswitchinterval(old)
+    lo, hi = t0 + (t1 - t0) / 4, t1 - (t1 - t0) / 4
+    return 256 * sum(lo < s < hi for s in stamps), t1 - t0
+
+
+# one single-threaded call of ~50-150 ms each, on float32 shapes that are slow per score
+# (the compiled fast path, the general path with options, the softmax kernels)
+GIL_CALLS = {
+    "cross_entropy": ((800_000, 17), lambda s, y: cysoftmax.cross_entropy(s, y, num_threads=1)),
+    "softmax_cross_entropy": ((800_000, 17), lambda s, y: cysoftmax.softmax_cross_entropy(
+        s, y, num_threads=1)),
+    "weighted_smoothed": ((800_000, 17), lambda s, y: cysoftmax.softmax_cross_entropy(
+        s, y, weight=np.linspace(0.5, 2, 17), label_smoothing=0.1, num_threads=1)),
+    "softmax": ((2_000_000, 3), lambda s, y: cysoftmax.softmax(s, num_threads=1)),
+    "log_softmax": ((2_000_000, 3), lambda s, y: cysoftmax.log_softmax(s, num_threads=1)),
+}
+# Measured on a loaded 2-core machine: 330 000 to 1 700 000 increments in the middle half
+# of these calls; 0 for a call that holds the GIL as long (sum(range(...))).
+MIN_INCREMENTS = 20_000
+
+
+@pytest.mark.parametrize("name", GIL_CALLS)
+def test_gil_is_released_during_the_kernels(name):
+    shape, call = GIL_CALLS[name]
+    rng = np.random.default_rng(3)
+    scores = np.tile(rng.standard_normal((1000, shape[1]), dtype=np.float32), (shape[0] // 1000, 1))
+    labels = np.tile(rng.integers(0, shape[1], size=1000), shape[0] // 1000)
+    call(scores, labels)  # warm up (page in the output buffers' allocator)
+    seen = []
+    for _ in range(3):  # a busy machine may deschedule the counting thread: best of three
+        increments, seconds = _counter_progress_mid_call(lambda: call(scores, labels))
+        seen.append((increments, round(seconds * 1e3, 1)))
+        if increments >= MIN_INCREMENTS:
+            break
+    else:
+        pytest.fail(f"a Python thread barely ran during {name} (increments, ms): {seen}")
