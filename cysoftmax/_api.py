@@ -35,7 +35,10 @@ _INT64_MAX = np.iinfo(np.int64).max
 
 def _refuse_masked(value, name: str, hint: str) -> None:
     """A masked array would silently lose its mask in the conversion: refuse it."""
-    if isinstance(value, np.ma.MaskedArray):
+    # (np.ma is imported lazily by NumPy: look only at ndarray subclasses)
+    if isinstance(value, np.ndarray) and type(value) is not np.ndarray and isinstance(
+        value, np.ma.MaskedArray
+    ):
         raise TypeError(f"{name} is a masked array, whose mask would be ignored; {hint}")
 
 
@@ -186,7 +189,9 @@ def _as_num_threads(num_threads) -> int:
 
 
 def _check_out(out, scores: np.ndarray, name: str = "out") -> np.ndarray:
-    if not isinstance(out, np.ndarray) or isinstance(out, (np.ma.MaskedArray, np.matrix)):
+    if not isinstance(out, np.ndarray) or (
+        type(out) is not np.ndarray and isinstance(out, (np.ma.MaskedArray, np.matrix))
+    ):
         raise TypeError(f"{name} must be a numpy.ndarray (np.memmap is fine; not a masked "
                         f"array or matrix), got {type(out).__name__}")
     if out.dtype != scores.dtype or not out.dtype.isnative:
