@@ -22,7 +22,10 @@ partial loss sum, and the partial sums are added in block order afterwards.  So
 the results are bitwise identical for any thread count.  Blocks are handed out
 dynamically (a thread that lost its core to another process does not hold up the
 others' blocks), and a thread is started only per ``_THREAD_ELEMS`` scores, so
-small problems run on the calling thread.
+small problems run on the calling thread.  The thread count for ``num_threads=None``
+is fixed at import (``OMP_NUM_THREADS`` or the usable CPUs), requests beyond the
+usable CPUs are capped, and a process created by ``fork()`` runs everything on one
+thread (GNU OpenMP's pool does not survive a fork).
 """
 
 from libc.stdint cimport int64_t
