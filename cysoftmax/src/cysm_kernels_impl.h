@@ -78,12 +78,15 @@ static inline VREAL FN(select)(VINT mask, VREAL a, VREAL b)
 
 static inline VREAL FN(zero_where)(VINT mask, VREAL a) { return (VREAL)((VINT)a & ~mask); }
 
-#if !CYSM_F64
 /* float32 lanes widened to two double vectors (GCC's generic conversion of a half
- * vector is poor, so x86 targets use the one-instruction intrinsics). */
+ * vector is poor, so x86 targets use the one-instruction intrinsics); float64
+ * lanes are already double: lo is x (and so is hi, which float64 never reads). */
 static inline void FN(widen)(VREAL x, VACC *lo, VACC *hi)
 {
-#if defined(CYSM_X86) && CYSM_VBYTES == 64 && defined(__AVX512F__)
+#if CYSM_F64
+    *lo = x;
+    *hi = x;
+#elif defined(CYSM_X86) && CYSM_VBYTES == 64 && defined(__AVX512F__)
     *lo = (VACC)_mm512_cvtps_pd(_mm512_castps512_ps256((__m512)x));
     *hi = (VACC)_mm512_cvtps_pd(
         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd((__m512)x), 1)));
@@ -101,20 +104,25 @@ static inline void FN(widen)(VREAL x, VACC *lo, VACC *hi)
     *hi = __builtin_convertvector(b, VACC);
 #endif
 }
-#endif
 
-/* acc += x, in double (float32 lanes are widened in two halves). */
-static inline void FN(acc_add)(VACC *lo, VACC *hi, VREAL x)
+/* acc += x * w for one weight w, in double (float32 lanes widened in two halves). */
+static inline void FN(acc_add_scaled)(VACC *lo, VACC *hi, VREAL x, double w)
 {
 #if CYSM_F64
     (void)hi;
-    *lo += x;
+    *lo += x * w;
 #else
     VACC a, b;
     FN(widen)(x, &a, &b);
-    *lo += a;
-    *hi += b;
+    *lo += a * w;
+    *hi += b * w;
 #endif
+}
+
+/* acc += x, in double (float32 lanes are widened in two halves); x * 1.0 is x. */
+static inline void FN(acc_add)(VACC *lo, VACC *hi, VREAL x)
+{
+    FN(acc_add_scaled)(lo, hi, x, 1.0);
 }
 
 /* acc += x * w, in double; w holds NL consecutive doubles. */
@@ -131,17 +139,6 @@ static inline void FN(acc_add_mul)(VACC *lo, VACC *hi, VREAL x, const double *w)
     FN(widen)(x, &a, &b);
     *lo += a * w0;
     *hi += b * w1;
-#endif
-}
-
-/* Lane l of a double accumulator pair. */
-static inline double FN(acc_lane)(VACC lo, VACC hi, int l)
-{
-#if CYSM_F64
-    (void)hi;
-    return lo[l];
-#else
-    return l < NL / 2 ? lo[l] : hi[l - NL / 2];
 #endif
 }
 
@@ -569,18 +566,7 @@ static inline __attribute__((always_inline)) void
             const VINT is_max = d == 0;
             cnt -= is_max;
             FN(acc_add)(&t_lo, &t_hi, FN(zero_where)(is_max, E[k]));
-            if (smooth) {
-                const double wk = a->weight ? a->weight[k] : 1.0;
-                VACC d_lo, d_hi;
-#if CYSM_F64
-                d_lo = d;
-                d_hi = d_lo;
-#else
-                FN(widen)(d, &d_lo, &d_hi);
-#endif
-                wd_lo += d_lo * wk;
-                wd_hi += d_hi * wk;
-            }
+            if (smooth) FN(acc_add_scaled)(&wd_lo, &wd_hi, d, a->weight ? a->weight[k] : 1.0);
             if (k == 0) {
                 ey = E[0];
             } else {
@@ -589,23 +575,14 @@ static inline __attribute__((always_inline)) void
                 ey = FN(select)(is_y, E[k], ey);
             }
         }
-        /* the per-row finish, in double lanes */
+        /* the per-row finish, in double lanes (halves h < NH of the pairs) */
         const VREAL n_max = __builtin_convertvector(cnt, VREAL);
-        VACC m_h[NH], fy_h[NH], ey_h[NH], n_h[NH], t_h[NH] = {t_lo}, wd_h[NH] = {wd_lo};
+        VACC m_h[2], fy_h[2], ey_h[2], n_h[2], t_h[2] = {t_lo, t_hi}, wd_h[2] = {wd_lo, wd_hi};
         VACC loss_h[NH], coef_h[NH], gy_h[NH];
-#if CYSM_F64
-        m_h[0] = mv;
-        fy_h[0] = fy;
-        ey_h[0] = ey;
-        n_h[0] = n_max;
-#else
         FN(widen)(mv, &m_h[0], &m_h[1]);
         FN(widen)(fy, &fy_h[0], &fy_h[1]);
         FN(widen)(ey, &ey_h[0], &ey_h[1]);
         FN(widen)(n_max, &n_h[0], &n_h[1]);
-        t_h[1] = t_hi;
-        wd_h[1] = wd_hi;
-#endif
         for (int h = 0; h < NH; h++) {
             VACC wy = (VACC){0} + 1.0;
             if (a->weight)
@@ -636,10 +613,7 @@ static inline __attribute__((always_inline)) void
                 for (ptrdiff_t k = 0; k < C; k++) g[l * C + k] = E[k][l];
         }
     }
-    double total = 0.0;
-    for (int h = 0; h < NH; h++)
-        for (int l = 0; l < NA; l++) total += sum[h][l];
-    *loss_sum = total;
+    *loss_sum = FN(acc_total)(sum[0], sum[NH - 1]);
 }
 
 /* The class count as a compile-time constant for the smallest C, so the
