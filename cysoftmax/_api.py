@@ -10,7 +10,6 @@ except an ``out`` buffer, which may be ``scores`` itself.
 
 from __future__ import annotations
 
-import math
 import operator
 from typing import Optional, Tuple, Union
 
@@ -189,11 +188,11 @@ def _as_num_threads(num_threads) -> int:
 
 
 def _check_out(out, scores: np.ndarray, name: str = "out") -> np.ndarray:
-    if not isinstance(out, np.ndarray) or (
-        type(out) is not np.ndarray and isinstance(out, (np.ma.MaskedArray, np.matrix))
-    ):
-        raise TypeError(f"{name} must be a numpy.ndarray (np.memmap is fine; not a masked "
-                        f"array or matrix), got {type(out).__name__}")
+    _refuse_masked(out, name, "pass a plain ndarray (np.memmap is fine)")
+    is_matrix = type(out) is not np.ndarray and isinstance(out, np.matrix)
+    if not isinstance(out, np.ndarray) or is_matrix:
+        raise TypeError(f"{name} must be a numpy.ndarray (np.memmap is fine; not a matrix), "
+                        f"got {type(out).__name__}")
     if out.dtype != scores.dtype or not out.dtype.isnative:
         raise TypeError(f"{name} must have dtype {scores.dtype} (native byte order), got {out.dtype}")
     if out.shape != scores.shape:
@@ -218,15 +217,6 @@ def _rows(scores: np.ndarray, out: Optional[np.ndarray]):
 
 
 # ------------------------------------------------------------------ the API
-
-def _divide(total: float, denominator: float) -> float:
-    """The "mean": NaN when the denominator (the summed weight of the rows) is 0.
-
-    That is every row ignored, an empty batch, or weights of 0 on every target; the
-    kernels then also make the gradient of the non-ignored rows NaN (as PyTorch does).
-    """
-    return total / denominator if denominator else math.nan
-
 
 def _run(scores, labels, reduction, weight, ignore_index, label_smoothing, num_threads,
          out, with_grad):
@@ -257,14 +247,9 @@ def _run(scores, labels, reduction, weight, ignore_index, label_smoothing, num_t
         total, denominator, row_loss = kernel(rows, y, w, ii, eps, code, grad_rows, n_threads)
     except _kernels.LabelOutOfRange as exc:
         _raise_label_range(y, exc.position, s.shape[:-1], n_classes, ii)
+    loss = _kernels.finish_loss(total, denominator, code, row_loss, s.dtype is _F32)
     if code == _kernels.REDUCTION_NONE:
-        if s.dtype is _F32:
-            row_loss = _kernels.losses_as_float32(row_loss)
-        loss = row_loss.reshape(s.shape[:-1])
-    else:
-        if code == _kernels.REDUCTION_MEAN:
-            total = _divide(total, denominator)
-        loss = _kernels.loss_as_float32(total) if s.dtype is _F32 else np.float64(total)
+        loss = loss.reshape(s.shape[:-1])
     return loss, grad
 
 

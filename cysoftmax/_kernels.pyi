@@ -9,7 +9,7 @@ __all__ = [
     "REDUCTION_NONE", "REDUCTION_MEAN", "REDUCTION_SUM", "LabelOutOfRange",
     "targets", "supported_targets", "current_target", "default_target", "set_target",
     "openmp_enabled", "default_num_threads", "max_num_threads", "forked_child",
-    "loss_as_float32", "losses_as_float32",
+    "finish_loss",
     "sce_float32", "sce_float64", "sce_fast", "softmax_float32", "softmax_float64",
 ]
 
@@ -31,8 +31,13 @@ def openmp_enabled() -> bool: ...
 def default_num_threads() -> int: ...
 def max_num_threads() -> int: ...
 def forked_child() -> bool: ...
-def loss_as_float32(value: float) -> np.float32: ...
-def losses_as_float32(values: NDArray[np.float64]) -> NDArray[np.float32]: ...
+def finish_loss(
+    total: float,
+    denominator: float,
+    reduction: int,
+    row_loss: Optional[NDArray[np.float64]],
+    to_float32: bool,
+) -> Union[np.floating[Any], NDArray[np.floating[Any]]]: ...
 def sce_float32(
     scores: NDArray[np.float32],
     labels: NDArray[np.int64],

@@ -81,7 +81,7 @@ __all__ = [
     "REDUCTION_NONE", "REDUCTION_MEAN", "REDUCTION_SUM", "LabelOutOfRange",
     "targets", "supported_targets", "current_target", "default_target", "set_target",
     "openmp_enabled", "default_num_threads", "max_num_threads", "forked_child",
-    "loss_as_float32", "losses_as_float32",
+    "finish_loss",
     "sce_float32", "sce_float64", "sce_fast", "softmax_float32", "softmax_float64",
 ]
 
@@ -204,14 +204,14 @@ def _usable_cpus():
         return max(1, os.cpu_count() or 1)
 
 
-def _initial_num_threads():
+def _initial_num_threads(usable_cpus):
     import os
     if not cysm_openmp_enabled():
         return 1
     first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if first.isdigit() and 0 < int(first) < 65536:
         return int(first)
-    return _usable_cpus()
+    return usable_cpus
 
 
 def max_num_threads():
@@ -407,9 +407,7 @@ cdef inline bint _ranges_overlap(const void *a, size_t a_bytes, const void *b,
 
 cdef inline int _check_overlap(const void *a, const void *b, size_t nbytes) except -1:
     """out may be the scores buffer itself, but must not partly overlap it."""
-    cdef const char *ca = <const char *>a
-    cdef const char *cb = <const char *>b
-    if ca != cb and ca < cb + nbytes and cb < ca + nbytes:
+    if a != b and _ranges_overlap(a, nbytes, b, nbytes):
         raise ValueError("out overlaps scores without being the same array")
     return 0
 
@@ -447,8 +445,8 @@ def sce_fast(scores, labels, reduction, weight, ignore_index, label_smoothing, o
     Applies to 2-D C-contiguous native float32/float64 scores, 1-D int64 labels, no
     weight, no label smoothing, a plain int ignore_index and num_threads, and an ``out``
     that is a matching writeable C-contiguous array (or None) not overlapping the labels.
-    Anything else, and any invalid label, returns None and the caller takes the general path (which converts,
-    or raises the right error).
+    Anything else, and any invalid label, returns None and the caller takes the general
+    path (which converts, or raises the right error).
     """
     cdef int typenum, code, n_threads
     cdef Py_ssize_t n_rows, n_classes, bad = -1
@@ -512,13 +510,7 @@ def sce_fast(scores, labels, reduction, weight, ignore_index, label_smoothing, o
         raise MemoryError()
     if status != SCE_OK:
         return None
-    if code == RED_NONE:
-        loss = row_loss_array if typenum == cnp.NPY_FLOAT64 else losses_as_float32(row_loss_array)
-    else:
-        if code == RED_MEAN:
-            total = total / denominator  # 0/0 -> NaN: every row ignored
-        loss = _scalar(total, typenum)
-    return loss, g
+    return _finish_loss(total, denominator, code, row_loss_array, typenum == cnp.NPY_FLOAT32), g
 
 
 cdef extern from "numpy/arrayobject.h":
@@ -533,12 +525,7 @@ cdef inline object _scalar(double value, int typenum):
     return PyArray_Scalar(&value32, cnp.PyArray_DescrFromType(typenum), None)
 
 
-def loss_as_float32(double value):
-    """A float64 loss as a numpy float32; beyond float32's range it is +-inf, silently."""
-    return _scalar(value, cnp.NPY_FLOAT32)
-
-
-def losses_as_float32(const double[::1] values):
+cdef object _losses_as_float32(const double[::1] values):
     """Float64 losses as a new float32 array (+-inf beyond float32's range, silently,
     where NumPy's cast would warn of an overflow)."""
     cdef Py_ssize_t i, n = values.shape[0]
@@ -549,8 +536,23 @@ def losses_as_float32(const double[::1] values):
     return out
 
 
-_F64 = np.float64
-_F32 = np.float32
+cdef object _finish_loss(double total, double denominator, int reduction, object row_loss,
+                         bint to_float32):
+    """The loss returned to the caller, in the dtype of the scores: the per-row losses
+    (``row_loss``, float64), their sum, or the mean.  The mean is NaN when the
+    denominator (the summed weight of the rows) is 0: every row ignored, an empty batch
+    or weights of 0 on every target (the kernels then make the gradient of the
+    non-ignored rows NaN too, as PyTorch does)."""
+    if reduction == RED_NONE:
+        return _losses_as_float32(row_loss) if to_float32 else row_loss
+    if reduction == RED_MEAN:
+        total = total / denominator if denominator != 0 else NAN
+    return _scalar(total, cnp.NPY_FLOAT32 if to_float32 else cnp.NPY_FLOAT64)
+
+
+def finish_loss(double total, double denominator, int reduction, row_loss, bint to_float32):
+    """The loss from a kernel's sum, denominator and per-row losses (see _finish_loss)."""
+    return _finish_loss(total, denominator, reduction, row_loss, to_float32)
 
 
 # ------------------------------------------------------ softmax, log_softmax
@@ -616,8 +618,10 @@ def _select_initial_target():
 
 
 _select_initial_target()
-_default_threads = _initial_num_threads()
-_max_threads = max(_default_threads, _usable_cpus()) if cysm_openmp_enabled() else 1
+_usable = _usable_cpus()
+_default_threads = _initial_num_threads(_usable)
+_max_threads = max(_default_threads, _usable) if cysm_openmp_enabled() else 1
+del _usable
 
 
 def _register_fork_handler():
