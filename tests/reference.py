@@ -4,6 +4,7 @@ Independent of the compiled kernels: log-sum-exp with the row maximum subtracted
 then the loss and gradient exactly as PyTorch's ``F.cross_entropy`` defines them
 for class-index targets (weights, ignore_index, label smoothing, reductions).
 Used by the test grids; the high-precision reference is the SymPy cases file.
+``fd4`` is the finite-difference gradient the gradient checks compare against.
 """
 
 import numpy as np
@@ -55,3 +56,17 @@ def cross_entropy(f, y, reduction="mean", weight=None, ignore_index=-100, label_
     loss = row.sum() * scale
     grad = np.where(keep[:, None], grad * scale, 0.0)
     return loss, grad.reshape(f.shape)
+
+
+def fd4(fun, x, h):
+    """4th-order central difference gradient of a scalar function of an array x, step h."""
+    g = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        def at(d):
+            y = x.copy()
+            y[i] += d
+            return fun(y)
+        g[i] = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
+    return g

@@ -188,20 +188,6 @@ def test_loss_is_accumulated_in_double(simd_target, reduction):
 
 # ------------------------------------------------------------------ finite differences, large C
 
-def fd4(fun, x, h):
-    """4th-order central difference gradient of a scalar function (as in test_grid)."""
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        def at(d):
-            y = x.copy()
-            y[i] += d
-            return fun(y)
-        g[i] = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
-    return g
-
-
 LARGE_C_OPTIONS = {
     "plain": lambda C: {},
     "sum": lambda C: dict(reduction="sum"),
@@ -223,7 +209,9 @@ def test_gradient_matches_finite_differences_large_C(C, opts):
     labels = np.array([0, 2, C - 1, 17])
     kw = opts(C)
     _, grad = cysoftmax.softmax_cross_entropy(scores, labels, **kw)
-    numeric = fd4(lambda s: float(cysoftmax.cross_entropy(s, labels, **kw)), scores, 1e-3)
+    numeric = reference.fd4(lambda s: float(cysoftmax.cross_entropy(s, labels, **kw)),
+                            scores, 1e-3)
     np.testing.assert_allclose(grad, numeric, rtol=1e-8, atol=1e-10)
-    numeric = fd4(lambda s: float(reference.cross_entropy(s, labels, **kw)[0]), scores, 1e-3)
+    numeric = reference.fd4(lambda s: float(reference.cross_entropy(s, labels, **kw)[0]),
+                            scores, 1e-3)
     np.testing.assert_allclose(grad, numeric, rtol=1e-8, atol=1e-10)
