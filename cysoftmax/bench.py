@@ -181,18 +181,25 @@ def measure(loop: Loop, budget: float, repeats: int) -> Timing:
     return measure_group({"loop": loop}, budget, repeats)["loop"]
 
 
-def on_target(loop: Loop, target: str) -> Loop:
-    """``loop`` run with the kernels on SIMD target ``target`` (switched outside the timing)."""
+def with_setting(loop: Loop, get: Callable[[], Any], set_: Callable[[Any], Any],
+                 value: Any) -> Loop:
+    """``loop`` run with a process-wide setting at ``value``, restored afterwards (both
+    outside the timing)."""
 
-    def run_on(n: int) -> int:
-        before = _kernels.current_target()
-        _kernels.set_target(target)
+    def run(n: int) -> int:
+        before = get()
+        set_(value)
         try:
             return loop(n)
         finally:
-            _kernels.set_target(before)
+            set_(before)
 
-    return run_on
+    return run
+
+
+def on_target(loop: Loop, target: str) -> Loop:
+    """``loop`` run with the kernels on SIMD target ``target``."""
+    return with_setting(loop, _kernels.current_target, _kernels.set_target, target)
 
 
 def harness_overhead_ns(budget: float, repeats: int) -> float:
@@ -313,17 +320,9 @@ def torch_peer(kind: str, scores: np.ndarray, labels: np.ndarray, threads: int) 
 
         inner = loop_of(call)
 
-    def loop(n: int) -> int:
-        # torch.set_num_threads also sets the OpenMP default of the calling thread, which
-        # the process shares with cysoftmax (num_threads=None): restore it after timing
-        before = _kernels.default_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            return inner(n)
-        finally:
-            torch.set_num_threads(before)
-
-    return loop
+    # torch.set_num_threads also sets the OpenMP runtime's default, which the process
+    # shares with other libraries: undo it after timing
+    return with_setting(inner, torch.get_num_threads, torch.set_num_threads, threads)
 
 
 def sklearn_peer(kind: str, scores: np.ndarray, labels: np.ndarray, threads: int) -> Loop:
