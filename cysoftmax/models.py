@@ -33,6 +33,7 @@ import numpy as np
 # The package is looked up at call time, so this module can be imported while
 # ``cysoftmax/__init__.py`` is still running (it re-exports names from here).
 import cysoftmax as _core
+from cysoftmax import _api
 
 __all__ = [
     "NotFittedError",
@@ -56,11 +57,7 @@ class NotFittedError(ValueError, AttributeError):
 
 def _refuse_masked(value, name):
     """``np.asarray`` would silently drop the mask of a masked array: refuse it."""
-    if isinstance(value, np.ma.MaskedArray):
-        raise TypeError(
-            f"{name} is a masked array, whose mask would be ignored; pass "
-            f"{name}.filled(...) or drop the masked rows"
-        )
+    _api._refuse_masked(value, name, f"pass {name}.filled(...) or drop the masked rows")
 
 
 def _check_X(X, *, dtype=np.float64, name="X"):
