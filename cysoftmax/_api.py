@@ -85,7 +85,7 @@ def _as_labels(labels, batch_shape: tuple, n_classes: int, ignore_index: int) ->
         kind = dt.kind
         if kind == "u" and dt.itemsize == 8 and arr.size and arr.max() > _INT64_MAX:
             pos = int(np.argmax(arr > _INT64_MAX))
-            _raise_label_range(arr.reshape(-1), pos, batch_shape, n_classes, ignore_index)
+            _raise_label_range(arr.reshape(-1)[pos], pos, batch_shape, n_classes, ignore_index)
         if kind == "O":
             arr = _object_labels(arr, batch_shape, n_classes, ignore_index)
         elif kind == "f" and arr.size == 0 and type(labels) is not np.ndarray:
@@ -110,15 +110,15 @@ def _object_labels(arr, batch_shape, n_classes, ignore_index) -> np.ndarray:
             ) from None
     for pos, v in enumerate(values):
         if v != ignore_index and not 0 <= v < n_classes:
-            _raise_label_range(values, pos, batch_shape, n_classes, ignore_index)
+            _raise_label_range(values[pos], pos, batch_shape, n_classes, ignore_index)
     return np.array(values, dtype=_I64).reshape(batch_shape)
 
 
-def _raise_label_range(flat, pos, batch_shape, n_classes, ignore_index):
+def _raise_label_range(value, pos, batch_shape, n_classes, ignore_index):
     index = ", ".join(str(int(i)) for i in np.unravel_index(pos, batch_shape))
     where = f"[{index}]" if batch_shape else ""  # one sample: labels is a scalar
     raise IndexError(
-        f"labels{where} = {flat[pos]} is not a class index in [0, {n_classes}) "
+        f"labels{where} = {value} is not a class index in [0, {n_classes}) "
         f"and not ignore_index ({ignore_index})"
     )
 
@@ -132,9 +132,10 @@ def _as_weight(weight, n_classes: int) -> Optional[np.ndarray]:
         raise TypeError(f"weight must hold real numbers, got dtype {w.dtype}")
     if w.shape != (n_classes,):
         raise ValueError(f"weight must have shape (C,) = ({n_classes},), got {w.shape}")
-    w = np.ascontiguousarray(w, dtype=np.float64)
+    with np.errstate(over="ignore"):  # (a long double beyond float64's range: inf)
+        w = np.ascontiguousarray(w, dtype=np.float64)
     if not np.isfinite(w).all():
-        raise ValueError("weight must be finite")
+        raise ValueError("weight must be finite (and within float64's range)")
     return w
 
 
@@ -224,11 +225,6 @@ def _run(scores, labels, reduction, weight, ignore_index, label_smoothing, num_t
                              out, num_threads, with_grad)
     if fast is not None:  # plain arrays and default options: no conversion needed
         return fast
-    if isinstance(out, np.ndarray):  # the kernels read labels and weight after writing out
-        if isinstance(labels, np.ndarray) and np.may_share_memory(out, labels):
-            labels = labels.copy()
-        if isinstance(weight, np.ndarray) and np.may_share_memory(out, weight):
-            weight = weight.copy()
     s = _as_scores(scores)
     code = _as_reduction(reduction)
     ii = _as_ignore_index(ignore_index)
@@ -245,8 +241,8 @@ def _run(scores, labels, reduction, weight, ignore_index, label_smoothing, num_t
     kernel = _kernels.sce_float32 if s.dtype is _F32 else _kernels.sce_float64
     try:
         total, denominator, row_loss = kernel(rows, y, w, ii, eps, code, grad_rows, n_threads)
-    except _kernels.LabelOutOfRange as exc:
-        _raise_label_range(y, exc.position, s.shape[:-1], n_classes, ii)
+    except _kernels.LabelOutOfRange as exc:  # (the value the kernels saw, in their copy)
+        _raise_label_range(exc.value, exc.position, s.shape[:-1], n_classes, ii)
     loss = _kernels.finish_loss(total, denominator, code, row_loss, s.dtype is _F32)
     if code == _kernels.REDUCTION_NONE:
         loss = loss.reshape(s.shape[:-1])

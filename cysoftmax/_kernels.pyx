@@ -10,9 +10,11 @@ Three layers, each in its own file:
   ``f - max`` difference, the loss with ``log1p`` of the non-maximal mass, the
   gradient ``P_k - 1(y = k)`` with smoothing and weights), compiled once per
   instruction-set target by ``src/cysm_kernels.c``.
-* this module -- typed-memoryview wrappers that validate the labels, compute the
-  "mean" denominator, split the rows into fixed blocks and run the blocks on
-  OpenMP threads with the GIL released.
+* this module -- typed-memoryview wrappers that copy the labels and weights into
+  memory the call owns (the kernels index with the labels, and a caller's buffer may
+  share memory with the gradient or be changed by another thread meanwhile),
+  validate the copy, compute the "mean" denominator, split the rows into fixed
+  blocks and run the blocks on OpenMP threads with the GIL released.
 * ``cysoftmax/_api.py`` -- the public functions: argument checking, conversion,
   output allocation, documentation.
 
@@ -30,6 +32,7 @@ thread (GNU OpenMP's pool does not survive a fork).
 
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
 from libc.math cimport NAN
 from cython cimport floating
 from cython.parallel cimport prange
@@ -48,7 +51,7 @@ cdef extern from "src/cysm_kernels.h" nogil:
         int64_t ignore_index
         const double *weight
         const float *grad_offset
-        double weight_total
+        double smooth_weight
         double smoothing
         double grad_scale
 
@@ -60,7 +63,7 @@ cdef extern from "src/cysm_kernels.h" nogil:
         int64_t ignore_index
         const double *weight
         const double *grad_offset
-        double weight_total
+        double smooth_weight
         double smoothing
         double grad_scale
 
@@ -266,40 +269,68 @@ cdef SceStatus _sce_raw(bint is_float, const void *scores, void *grad, Py_ssize_
                         Py_ssize_t n_classes, const int64_t *labels, const double *weight,
                         int64_t ignore_index, double smoothing, int reduction, int num_threads,
                         double *row_loss, double *total_out, double *denominator_out,
-                        Py_ssize_t *bad_out) noexcept nogil:
-    """Validate labels, then loss (+ gradient) of a C-contiguous (n_rows, n_classes) batch.
+                        Py_ssize_t *bad_out, int64_t *bad_value_out) noexcept nogil:
+    """Loss (+ gradient) of a C-contiguous (n_rows, n_classes) batch.
 
     Fills *total_out (sum of the row losses, in block order), *denominator_out (the
     "mean" denominator) and row_loss[i] when row_loss is not NULL.
+
+    Memory safety: the kernels index the scores, the gradient and the weights with
+    the labels, and read labels and weights after they have begun writing the
+    gradient.  The caller's label and weight buffers may share memory with the
+    gradient, and another thread may change them while this runs.  So both are first
+    copied into one buffer owned by this call, and only the copies are checked and
+    read: a label is range-checked in the very memory the kernels index with.
     """
     cdef Py_ssize_t i, block, n_blocks, rows_per_block
     cdef int64_t y
-    cdef double denominator = 0.0, weight_total = <double>n_classes, total = 0.0, grad_scale
-    cdef void *offset = NULL
+    cdef double denominator = 0.0, total = 0.0, grad_scale, weight_mean = 1.0, w_i
+    cdef double smooth_each = smoothing / n_classes
+    cdef int64_t *own_labels
+    cdef double *own_weight = NULL
     cdef double *partials
+    cdef void *offset = NULL
+    cdef char *owned
     cdef cysm_sce_args_f32 a32
     cdef cysm_sce_args_f64 a64
     cdef const void *args
     cdef const cysm_kernel_table *table = _table
     cdef int n_threads
 
+    total_out[0] = 0.0
+    denominator_out[0] = 0.0
+    if n_rows == 0:
+        return SCE_OK
+    rows_per_block = _rows_per_block(n_classes)
+    n_blocks = (n_rows + rows_per_block - 1) // rows_per_block
+    # one allocation: labels, weights, smoothing offsets, per-block sums (8-byte items)
+    owned = <char *>malloc((n_rows + 2 * n_classes + n_blocks) * 8)
+    if owned == NULL:
+        return SCE_NO_MEMORY
+    own_labels = <int64_t *>owned
+    partials = <double *>(owned + (n_rows + 2 * n_classes) * 8)
+    memcpy(own_labels, labels, n_rows * 8)
+    if weight != NULL:
+        own_weight = <double *>(owned + n_rows * 8)
+        memcpy(own_weight, weight, n_classes * 8)
+
     # labels: range check and the "mean" denominator, in row order
     for i in range(n_rows):
-        y = labels[i]
+        y = own_labels[i]
         if y == ignore_index:
             continue
         if y < 0 or y >= n_classes:
             bad_out[0] = i
+            bad_value_out[0] = y
+            free(owned)
             return SCE_BAD_LABEL
-        denominator += weight[y] if weight != NULL else 1.0
+        denominator += own_weight[y] if own_weight != NULL else 1.0
     denominator_out[0] = denominator
-    total_out[0] = 0.0
-    if n_rows == 0:
-        return SCE_OK
-    if weight != NULL:
-        weight_total = 0.0
+    if own_weight != NULL and smoothing > 0:
+        # the mean weight, as a sum of w_i / C: no overflow for weights near DBL_MAX
+        weight_mean = 0.0
         for i in range(n_classes):
-            weight_total += weight[i]
+            weight_mean += own_weight[i] / n_classes
     grad_scale = 1.0
     if reduction == RED_MEAN:
         # a zero total weight (every target weighted 0): the mean is NaN, and so is the
@@ -307,48 +338,39 @@ cdef SceStatus _sce_raw(bint is_float, const void *scores, void *grad, Py_ssize_
         grad_scale = 1.0 / denominator if denominator != 0 else NAN
 
     if smoothing > 0 and grad != NULL:
-        offset = malloc(n_classes * (sizeof(float) if is_float else sizeof(double)))
-        if offset == NULL:
-            return SCE_NO_MEMORY
+        offset = owned + (n_rows + n_classes) * 8
         for i in range(n_classes):
+            w_i = own_weight[i] if own_weight != NULL else 1.0
             if is_float:
-                (<float *>offset)[i] = <float>(grad_scale * smoothing / n_classes *
-                                               (weight[i] if weight != NULL else 1.0))
+                (<float *>offset)[i] = <float>(grad_scale * smooth_each * w_i)
             else:
-                (<double *>offset)[i] = (grad_scale * smoothing / n_classes *
-                                         (weight[i] if weight != NULL else 1.0))
+                (<double *>offset)[i] = grad_scale * smooth_each * w_i
     if is_float:
         a32.scores = <const float *>scores
         a32.grad = <float *>grad
-        a32.labels = labels
+        a32.labels = own_labels
         a32.n_classes = n_classes
         a32.ignore_index = ignore_index
-        a32.weight = weight
+        a32.weight = own_weight
         a32.grad_offset = <const float *>offset
-        a32.weight_total = weight_total
+        a32.smooth_weight = smoothing * weight_mean
         a32.smoothing = smoothing
         a32.grad_scale = grad_scale
         args = &a32
     else:
         a64.scores = <const double *>scores
         a64.grad = <double *>grad
-        a64.labels = labels
+        a64.labels = own_labels
         a64.n_classes = n_classes
         a64.ignore_index = ignore_index
-        a64.weight = weight
+        a64.weight = own_weight
         a64.grad_offset = <const double *>offset
-        a64.weight_total = weight_total
+        a64.smooth_weight = smoothing * weight_mean
         a64.smoothing = smoothing
         a64.grad_scale = grad_scale
         args = &a64
 
-    rows_per_block = _rows_per_block(n_classes)
-    n_blocks = (n_rows + rows_per_block - 1) // rows_per_block
     n_threads = _threads_for(n_blocks, n_rows * n_classes, num_threads)
-    partials = <double *>malloc(n_blocks * sizeof(double))
-    if partials == NULL:
-        free(offset)
-        return SCE_NO_MEMORY
     if n_threads > 1:
         for block in prange(n_blocks, num_threads=n_threads, schedule="dynamic"):
             _sce_block(table, args, is_float, block, rows_per_block, n_rows, row_loss, partials)
@@ -357,8 +379,7 @@ cdef SceStatus _sce_raw(bint is_float, const void *scores, void *grad, Py_ssize_
             _sce_block(table, args, is_float, block, rows_per_block, n_rows, row_loss, partials)
     for block in range(n_blocks):
         total += partials[block]
-    free(partials)
-    free(offset)
+    free(owned)
     total_out[0] = total
     return SCE_OK
 
@@ -367,6 +388,7 @@ cdef object _sce(const floating[:, ::1] scores, const int64_t[::1] labels, objec
                  int64_t ignore_index, double smoothing, int reduction,
                  floating[:, ::1] grad, int num_threads):
     cdef Py_ssize_t n_rows = scores.shape[0], n_classes = scores.shape[1], bad = -1
+    cdef int64_t bad_value = 0
     cdef const double[::1] w
     cdef const double *w_ptr = NULL
     cdef double[::1] row_loss_view
@@ -390,9 +412,10 @@ cdef object _sce(const floating[:, ::1] scores, const int64_t[::1] labels, objec
     with nogil:
         status = _sce_raw(floating is float, scores_ptr, grad_ptr, n_rows, n_classes,
                           &labels[0] if n_rows > 0 else NULL, w_ptr, ignore_index, smoothing,
-                          reduction, num_threads, row_loss, &total, &denominator, &bad)
+                          reduction, num_threads, row_loss, &total, &denominator, &bad,
+                          &bad_value)
     if status == SCE_BAD_LABEL:
-        raise LabelOutOfRange(bad, labels[bad])
+        raise LabelOutOfRange(bad, bad_value)
     if status == SCE_NO_MEMORY:
         raise MemoryError()
     return total, denominator, row_loss_array
@@ -444,12 +467,14 @@ def sce_fast(scores, labels, reduction, weight, ignore_index, label_smoothing, o
 
     Applies to 2-D C-contiguous native float32/float64 scores, 1-D int64 labels, no
     weight, no label smoothing, a plain int ignore_index and num_threads, and an ``out``
-    that is a matching writeable C-contiguous array (or None) not overlapping the labels.
+    that is a matching writeable C-contiguous array (or None).  (Labels may share memory
+    with ``out``: the kernels read a private copy of them.)
     Anything else, and any invalid label, returns None and the caller takes the general
     path (which converts, or raises the right error).
     """
     cdef int typenum, code, n_threads
     cdef Py_ssize_t n_rows, n_classes, bad = -1
+    cdef int64_t bad_value = 0
     cdef double total = 0.0, denominator = 0.0
     cdef int64_t ignore
     cdef SceStatus status
@@ -496,16 +521,13 @@ def sce_fast(scores, labels, reduction, weight, ignore_index, label_smoothing, o
             return None
         grad_ptr = cnp.PyArray_DATA(g)
         _check_overlap(cnp.PyArray_DATA(s), grad_ptr, cnp.PyArray_NBYTES(s))
-        if g is out and _ranges_overlap(cnp.PyArray_DATA(y), cnp.PyArray_NBYTES(y),
-                                        grad_ptr, cnp.PyArray_NBYTES(g)):
-            return None  # labels are read after out is written: the caller copies them
     if code == RED_NONE:
         row_loss_array = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(y), cnp.NPY_FLOAT64, 0)
         row_loss = <double *>cnp.PyArray_DATA(row_loss_array)
     with nogil:
         status = _sce_raw(typenum == cnp.NPY_FLOAT32, cnp.PyArray_DATA(s), grad_ptr, n_rows,
                           n_classes, <const int64_t *>cnp.PyArray_DATA(y), NULL, ignore, 0.0,
-                          code, n_threads, row_loss, &total, &denominator, &bad)
+                          code, n_threads, row_loss, &total, &denominator, &bad, &bad_value)
     if status == SCE_NO_MEMORY:
         raise MemoryError()
     if status != SCE_OK:

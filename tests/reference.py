@@ -38,11 +38,13 @@ def cross_entropy(f, y, reduction="mean", weight=None, ignore_index=-100, label_
     wy = np.where(keep, w[ys], 0.0)
     with np.errstate(invalid="ignore"):
         nll = -logp[np.arange(n), ys]
-        smooth = -(logp * w).sum(axis=1)
-        row = np.where(keep, (1 - eps) * wy * nll + eps / C * smooth, 0.0)
+        # eps/C sum_c w_c (-log p_c), as eps sum_c (w_c/C) (-log p_c): finite for weights
+        # whose sum overflows (the same for the gradient's eps/C sum_c w_c)
+        smooth = -(logp * (w / C)).sum(axis=1)
+        row = np.where(keep, (1 - eps) * wy * nll + eps * smooth, 0.0)
     onehot = np.zeros_like(p)
     onehot[np.arange(n), ys] = 1.0
-    grad = (p * ((1 - eps) * wy + eps / C * w.sum())[:, None]
+    grad = (p * ((1 - eps) * wy + eps * (w / C).sum())[:, None]
             - (1 - eps) * wy[:, None] * onehot - eps / C * w[None, :])
     grad[~keep] = 0.0
     denominator = wy.sum()

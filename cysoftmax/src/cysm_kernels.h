@@ -22,12 +22,14 @@ extern "C" {
  *   scores       (n_rows, n_classes), C-contiguous
  *   grad         (n_rows, n_classes), C-contiguous, or NULL for the loss only;
  *                it may be the same buffer as `scores` (in-place gradient)
- *   labels       (n_rows,), every entry in [0, n_classes) or == ignore_index
- *                (validated by the caller)
- *   weight       (n_classes,) class weights, or NULL for all ones
+ *   labels       (n_rows,), every entry in [0, n_classes) or == ignore_index;
+ *                a buffer owned by the call (validated, and never written by
+ *                anyone while the kernels run: they index scores and weight with it)
+ *   weight       (n_classes,) class weights owned by the call, or NULL for all ones
  *   grad_offset  (n_classes,) grad_scale * smoothing / n_classes * weight[k];
  *                read only when smoothing > 0
- *   weight_total sum of the class weights (n_classes when weight is NULL)
+ *   smooth_weight  smoothing / n_classes * (sum of the class weights), computed so
+ *                that it does not overflow for huge finite weights; 0 without smoothing
  *   smoothing    label smoothing epsilon in [0, 1]
  *   grad_scale   factor applied to every gradient row (1/denominator for "mean")
  */
@@ -40,7 +42,7 @@ extern "C" {
         int64_t ignore_index;                                                    \
         const double *weight;                                                    \
         const REAL *grad_offset;                                                 \
-        double weight_total;                                                     \
+        double smooth_weight;                                                    \
         double smoothing;                                                        \
         double grad_scale;                                                       \
     } cysm_sce_args_##SUFFIX;

@@ -18,6 +18,9 @@
  *   log s = log1p(n_max - 1 + t)  so a row whose loss is 1e-30 keeps its digits
  *   L   = (1 - eps) w_y (m - f_y + log s) + eps/C (W log s - sum_c w_c (f_c - m))
  *   dL/df_k = grad_scale * (e_k / s * ((1 - eps) w_y + eps/C W) - eps/C w_k)
+ *   (W = sum_c w_c enters only as eps/C W, args->smooth_weight, which the caller
+ *   forms without overflow; the differences f_c - m of the smoothing sum are taken
+ *   in double, so float32 scores of opposite signs near FLT_MAX stay finite)
  *              for k != y; the k = y entry uses P_y - 1 = -(s - e_y)/s, with
  *              s - e_y formed from n_max and t, so it does not cancel.
  *
@@ -125,21 +128,35 @@ static inline void FN(acc_add)(VACC *lo, VACC *hi, VREAL x)
     FN(acc_add_scaled)(lo, hi, x, 1.0);
 }
 
-/* acc += x * w, in double; w holds NL consecutive doubles. */
-static inline void FN(acc_add_mul)(VACC *lo, VACC *hi, VREAL x, const double *w)
+/* The smoothing sum: acc += w * (f - m) in double, w_lo/w_hi the weights of the
+ * lanes (as double halves).  float32 lanes are widened before the subtraction, so
+ * the difference is exact and finite for any finite f and m. */
+static inline void FN(acc_wd)(VACC *lo, VACC *hi, VREAL f, VREAL m, VACC w_lo, VACC w_hi)
 {
-    VACC w0;
-    memcpy(&w0, w, sizeof w0);
 #if CYSM_F64
     (void)hi;
-    *lo += x * w0;
+    (void)w_hi;
+    *lo += (f - m) * w_lo;
 #else
-    VACC w1, a, b;
-    memcpy(&w1, w + NL / 2, sizeof w1);
-    FN(widen)(x, &a, &b);
-    *lo += a * w0;
-    *hi += b * w1;
+    VACC f_lo, f_hi, m_lo, m_hi;
+    FN(widen)(f, &f_lo, &f_hi);
+    FN(widen)(m, &m_lo, &m_hi);
+    *lo += (f_lo - m_lo) * w_lo;
+    *hi += (f_hi - m_hi) * w_hi;
 #endif
+}
+
+/* acc_wd with the weights of NL consecutive classes (w NULL: all ones). */
+static inline void FN(acc_wd_at)(VACC *lo, VACC *hi, VREAL f, VREAL m, const double *w)
+{
+    VACC w_lo = (VACC){0} + 1.0, w_hi = w_lo;
+    if (w) {
+        memcpy(&w_lo, w, sizeof w_lo);
+#if !CYSM_F64
+        memcpy(&w_hi, w + NL / 2, sizeof w_hi);
+#endif
+    }
+    FN(acc_wd)(lo, hi, f, m, w_lo, w_hi);
 }
 
 /* exp(x + xlo) for x <= 0 (or NaN), |xlo| tiny: see the comment at the top. */
@@ -276,43 +293,33 @@ static inline __attribute__((always_inline)) FN(row_sums)
     /* Four vectors per step: four independent exps in flight, and their non-maximal
      * parts added in the input precision (two roundings) before one widening add. */
     for (; k + 4 * NL <= C; k += 4 * NL) {
-        VREAL d[4], e[4], t4[4];
+        VREAL x[4], d[4], e[4], t4[4];
         /* this pass is compute-bound: meanwhile bring the next row into cache */
         for (int b = 0; b < 4 * CYSM_VBYTES; b += 64) {
             if (next_f) __builtin_prefetch((const char *)(next_f + k) + b, 0, 3);
             if (store && next_e) __builtin_prefetch((char *)(next_e + k) + b, 1, 3);
         }
         for (int j = 0; j < 4; j++) {
-            e[j] = FN(exp_diff)(FN(load)(f + k + j * NL), mv, &d[j]);
+            x[j] = FN(load)(f + k + j * NL);
+            e[j] = FN(exp_diff)(x[j], mv, &d[j]);
             const VINT is_max = d[j] == 0;
             cnt -= is_max;
             t4[j] = FN(zero_where)(is_max, e[j]);
         }
         FN(acc_add)(&t_lo, &t_hi, (t4[0] + t4[1]) + (t4[2] + t4[3]));
         for (int j = 0; j < 4; j++) {
-            if (want_wd) {
-                if (w) {
-                    FN(acc_add_mul)(&wd_lo, &wd_hi, d[j], w + k + j * NL);
-                } else {
-                    FN(acc_add)(&wd_lo, &wd_hi, d[j]);
-                }
-            }
+            if (want_wd) FN(acc_wd_at)(&wd_lo, &wd_hi, x[j], mv, w ? w + k + j * NL : NULL);
             if (store) FN(store)(e_out + k + j * NL, e[j]);
         }
     }
     for (; k + NL <= C; k += NL) {
         VREAL d;
-        const VREAL e = FN(exp_diff)(FN(load)(f + k), mv, &d);
+        const VREAL x = FN(load)(f + k);
+        const VREAL e = FN(exp_diff)(x, mv, &d);
         const VINT is_max = d == 0;
         cnt -= is_max;
         FN(acc_add)(&t_lo, &t_hi, FN(zero_where)(is_max, e));
-        if (want_wd) {
-            if (w) {
-                FN(acc_add_mul)(&wd_lo, &wd_hi, d, w + k);
-            } else {
-                FN(acc_add)(&wd_lo, &wd_hi, d);
-            }
-        }
+        if (want_wd) FN(acc_wd_at)(&wd_lo, &wd_hi, x, mv, w ? w + k : NULL);
         if (store) FN(store)(e_out + k, e);
     }
     if (rest) {
@@ -322,14 +329,9 @@ static inline __attribute__((always_inline)) FN(row_sums)
         const VINT is_max = (d == 0) & ~old;
         cnt -= is_max;
         FN(acc_add)(&t_lo, &t_hi, FN(zero_where)(is_max | old, e));
-        if (want_wd) {
-            d = FN(zero_where)(old, d);
-            if (w) { /* (only sce_row asks for wd, and there C > CYSM_SMALL_C >= NL) */
-                FN(acc_add_mul)(&wd_lo, &wd_hi, d, w + C - NL);
-            } else {
-                FN(acc_add)(&wd_lo, &wd_hi, d);
-            }
-        }
+        if (want_wd) /* lanes already covered count as f = m (only sce_row asks for wd,
+                      * and there C > CYSM_SMALL_C >= NL, so w + C - NL is in range) */
+            FN(acc_wd_at)(&wd_lo, &wd_hi, FN(select)(old, mv, f_tail), mv, w ? w + C - NL : NULL);
         if (store && C >= NL) {
             FN(store)(e_out + C - NL, e);
         } else if (store) {
@@ -364,19 +366,19 @@ typedef struct {
 static inline FN(row_result) FN(finish_row)(const ARGS *a, int64_t y, REAL m, REAL fy,
                                           double ey, double t, ptrdiff_t n_max, double wd)
 {
-    const double eps = a->smoothing, C = (double)a->n_classes, W = a->weight_total;
+    const double eps = a->smoothing, C = (double)a->n_classes, sw = a->smooth_weight;
     const double wy = a->weight ? a->weight[y] : 1.0;
     const double log_s = log1p((double)(n_max - 1) + t);
     const double nll = ((double)m - (double)fy) + log_s;
     FN(row_result) res;
     res.loss = (1.0 - eps) * wy * nll;
-    if (eps > 0) res.loss += eps / C * (W * log_s - wd);
+    if (eps > 0) res.loss += sw * log_s - eps / C * wd;
     const double inv_s = 1.0 / ((double)n_max + t);
-    res.coef = (REAL)(a->grad_scale * ((1.0 - eps) * wy + eps / C * W) * inv_s);
+    res.coef = (REAL)(a->grad_scale * ((1.0 - eps) * wy + sw) * inv_s);
     /* P_y - 1 = -(s - e_y) / s, with s - e_y free of cancellation */
     const double others = (fy == m) ? (double)(n_max - 1) + t : (double)n_max + (t - ey);
     double gy = (1.0 - eps) * wy * (-others * inv_s);
-    if (eps > 0) gy += eps / C * (W * (ey * inv_s) - wy);
+    if (eps > 0) gy += sw * (ey * inv_s) - eps / C * wy;
     res.grad_y = (REAL)(a->grad_scale * gy);
     return res;
 }
@@ -482,20 +484,20 @@ static inline void FN(finish_half)(const ARGS *a, VACC m, VACC fy, VACC ey, VACC
                                    VACC wd, VACC wy, FN(vlong) ign, VACC *loss, VACC *coef,
                                    VACC *grad_y)
 {
-    const double eps = a->smoothing, C = (double)a->n_classes, W = a->weight_total;
+    const double eps = a->smoothing, C = (double)a->n_classes, sw = a->smooth_weight;
     const double keep = 1.0 - eps, spread = eps / C, scale = a->grad_scale;
     const VACC log_s = FN(vlog1p)((n_max - 1.0) + t);
     VACC l = keep * wy * ((m - fy) + log_s);
-    if (eps > 0) l += spread * (W * log_s - wd);
+    if (eps > 0) l += sw * log_s - spread * wd;
     *loss = (VACC)((FN(vlong))l & ~ign);
     const VACC inv_s = 1.0 / (n_max + t);
-    *coef = scale * (keep * wy + spread * W) * inv_s;
+    *coef = scale * (keep * wy + sw) * inv_s;
     /* P_y - 1 = -(s - e_y) / s, with s - e_y free of cancellation */
     const FN(vlong) at_max = fy == m;
     const VACC others_max = (n_max - 1.0) + t, others = n_max + (t - ey);
     const VACC oth = (VACC)(((FN(vlong))others_max & at_max) | ((FN(vlong))others & ~at_max));
     VACC gy = keep * wy * (-oth * inv_s);
-    if (eps > 0) gy += spread * (W * (ey * inv_s) - wy);
+    if (eps > 0) gy += sw * (ey * inv_s) - spread * wy;
     *grad_y = scale * gy;
 }
 
@@ -566,7 +568,10 @@ static inline __attribute__((always_inline)) void
             const VINT is_max = d == 0;
             cnt -= is_max;
             FN(acc_add)(&t_lo, &t_hi, FN(zero_where)(is_max, E[k]));
-            if (smooth) FN(acc_add_scaled)(&wd_lo, &wd_hi, d, a->weight ? a->weight[k] : 1.0);
+            if (smooth) {
+                const VACC wk = (VACC){0} + (a->weight ? a->weight[k] : 1.0);
+                FN(acc_wd)(&wd_lo, &wd_hi, T[k], mv, wk, wk);
+            }
             if (k == 0) {
                 ey = E[0];
             } else {
