@@ -19,7 +19,11 @@ datasets.spiral                               the case study's 2-D spiral
 (``python -m cysoftmax.casestudy`` reruns the case study; ``python -m cysoftmax.bench`` times it all)
 """
 
-from . import _kernels, datasets
+from . import _openmp_env
+
+with _openmp_env.passive_wait_unless_configured():
+    from . import _kernels  # loads the OpenMP runtime, which reads the setting once
+from . import datasets
 from ._api import cross_entropy, log_softmax, softmax, softmax_cross_entropy
 from .models import (
     NotFittedError,
@@ -46,12 +50,16 @@ def build_info() -> dict:
     """How this build runs: OpenMP, default thread count, compiled and usable SIMD targets.
 
     ``forked_child`` is True in a process created by ``fork()`` after import; kernels
-    then run on one thread (see the README's "Threads").
+    then run on one thread (see the README's "Threads").  ``openmp_wait_policy`` says
+    how idle OpenMP threads wait: "passive" (they sleep; set by cysoftmax), the
+    user's ``OMP_WAIT_POLICY``/``GOMP_SPINCOUNT``, or that the runtime was loaded
+    before cysoftmax with its own default.
     """
     return {
         "version": __version__,
         "openmp": _kernels.openmp_enabled(),
         "default_num_threads": _kernels.default_num_threads(),
+        "openmp_wait_policy": _openmp_env.wait_policy() if _kernels.openmp_enabled() else None,
         "forked_child": _kernels.forked_child(),
         "targets": _kernels.targets(),
         "supported_targets": _kernels.supported_targets(),

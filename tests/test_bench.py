@@ -132,3 +132,31 @@ def test_buffers_lie_half_a_page_from_the_scores():
     assert out.flags.c_contiguous and out.flags.writeable
     assert (out.ctypes.data - scores.ctypes.data) % 4096 == 2048
     cysoftmax.softmax_cross_entropy(scores, np.zeros(33, dtype=np.int64), out=out)
+
+
+def test_loadbench_runs_beside_a_busy_process(tmp_path):
+    """python -m cysoftmax.loadbench: per-call percentiles alone and beside a busy process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cysoftmax.loadbench", "--shapes", "64x3", "--load", "0,1",
+         "--calls", "50", "--budget", "0.2", "--json"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    rows = report["rows"]
+    assert [(r["load"], r["threads"]) for r in rows] == [(0, "1"), (0, "None"), (1, "1"),
+                                                        (1, "None")]
+    for r in rows:
+        assert r["shape"] == "64x3" and 20 <= r["calls"] <= 50
+        assert 0 < r["median_us"] <= r["p99_us"] <= r["max_us"]
+    assert "openmp_wait_policy" in report["build"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--shapes", "64"], "NxC"), (["--load", "-1"], "non-negative"),
+    (["--calls", "0"], "positive integer"), (["--budget", "nan"], "positive number")])
+def test_loadbench_rejects_bad_arguments(args, words, capsys):
+    from cysoftmax import loadbench
+    with pytest.raises(SystemExit) as info:
+        loadbench.main(args)
+    assert info.value.code == 2 and words in capsys.readouterr().err

@@ -278,3 +278,51 @@ def test_gil_is_released_during_the_kernels(name):
             break
     else:
         pytest.fail(f"a Python thread barely ran during {name} (increments, ms): {seen}")
+
+
+def _gomp_settings(tmp_path, env, import_first=""):
+    """cysoftmax's wait-policy report and what GNU OpenMP itself says it uses."""
+    code = f"""if True:
+        {import_first}
+        import ctypes, os, sys, cysoftmax
+        info = cysoftmax.build_info()
+        sys.stderr.flush()
+        print(info["openmp_wait_policy"])
+        print(os.environ.get("OMP_WAIT_POLICY"))
+        sys.stdout.flush()
+        os.dup2(1, 2)  # omp_display_env writes to stderr
+        ctypes.CDLL("libgomp.so.1").omp_display_env(1)
+    """
+    return _run_script(code, tmp_path, env=env)
+
+
+def _without(*names):
+    return {k: v for k, v in os.environ.items() if k not in names}
+
+
+@pytest.mark.skipif(not cysoftmax.build_info()["openmp"], reason="built without OpenMP")
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc")
+def test_idle_threads_sleep_instead_of_spinning(tmp_path):
+    """Spinning threads lose their core to a busy process and then hold every call up
+    for a time slice; cysoftmax asks GNU OpenMP for passive waiting at import."""
+    out = _gomp_settings(tmp_path, _without("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
+    lines = out.splitlines()
+    assert lines[0] == "passive" and lines[1] == "None"  # the environment is restored
+    assert "GOMP_SPINCOUNT = '0'" in out, out
+
+
+@pytest.mark.skipif(not cysoftmax.build_info()["openmp"], reason="built without OpenMP")
+def test_the_users_wait_policy_is_kept(tmp_path):
+    env = dict(_without("GOMP_SPINCOUNT"), OMP_WAIT_POLICY="active")
+    out = _gomp_settings(tmp_path, env)
+    assert out.splitlines()[0] == "OMP_WAIT_POLICY=active (from the environment)"
+    assert "OMP_WAIT_POLICY = 'ACTIVE'" in out, out
+
+
+@pytest.mark.skipif(not cysoftmax.build_info()["openmp"], reason="built without OpenMP")
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc")
+def test_a_runtime_loaded_before_cysoftmax_is_reported(tmp_path):
+    out = _gomp_settings(tmp_path, _without("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"),
+                         import_first="import ctypes; ctypes.CDLL('libgomp.so.1')")
+    assert out.splitlines()[0].startswith("the OpenMP runtime's default"), out
+    assert "GOMP_SPINCOUNT = '300000'" in out, out
