@@ -6,21 +6,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
-    "REDUCTION_NONE", "REDUCTION_MEAN", "REDUCTION_SUM", "LabelOutOfRange",
     "targets", "supported_targets", "current_target", "default_target", "set_target",
     "openmp_enabled", "default_num_threads", "max_num_threads", "forked_child",
-    "finish_loss",
-    "sce_float32", "sce_float64", "sce_fast", "softmax_float32", "softmax_float64",
+    "softmax_cross_entropy", "softmax",
 ]
 
-REDUCTION_NONE: int
-REDUCTION_MEAN: int
-REDUCTION_SUM: int
-
-class LabelOutOfRange(IndexError):
-    position: int
-    value: int
-    def __init__(self, position: int, value: int) -> None: ...
+_Loss = Union[np.floating[Any], NDArray[np.floating[Any]]]
 
 def targets() -> List[str]: ...
 def supported_targets() -> List[str]: ...
@@ -31,34 +22,7 @@ def openmp_enabled() -> bool: ...
 def default_num_threads() -> int: ...
 def max_num_threads() -> int: ...
 def forked_child() -> bool: ...
-def finish_loss(
-    total: float,
-    denominator: float,
-    reduction: int,
-    row_loss: Optional[NDArray[np.float64]],
-    to_float32: bool,
-) -> Union[np.floating[Any], NDArray[np.floating[Any]]]: ...
-def sce_float32(
-    scores: NDArray[np.float32],
-    labels: NDArray[np.int64],
-    weight: Optional[NDArray[np.float64]],
-    ignore_index: int,
-    smoothing: float,
-    reduction: int,
-    grad: Optional[NDArray[np.float32]],
-    num_threads: int,
-) -> Tuple[float, float, Optional[NDArray[np.float64]]]: ...
-def sce_float64(
-    scores: NDArray[np.float64],
-    labels: NDArray[np.int64],
-    weight: Optional[NDArray[np.float64]],
-    ignore_index: int,
-    smoothing: float,
-    reduction: int,
-    grad: Optional[NDArray[np.float64]],
-    num_threads: int,
-) -> Tuple[float, float, Optional[NDArray[np.float64]]]: ...
-def sce_fast(
+def softmax_cross_entropy(
     scores: Any,
     labels: Any,
     reduction: Any,
@@ -68,10 +32,5 @@ def sce_fast(
     out: Any,
     num_threads: Any,
     with_grad: bool,
-) -> Optional[Tuple[Union[np.floating[Any], NDArray[np.floating[Any]]], Optional[NDArray[np.floating[Any]]]]]: ...
-def softmax_float32(
-    scores: NDArray[np.float32], out: NDArray[np.float32], log_space: bool, num_threads: int
-) -> None: ...
-def softmax_float64(
-    scores: NDArray[np.float64], out: NDArray[np.float64], log_space: bool, num_threads: int
-) -> None: ...
+) -> Tuple[_Loss, Optional[NDArray[np.floating[Any]]]]: ...
+def softmax(scores: Any, out: Any, num_threads: Any, log_space: bool) -> NDArray[np.floating[Any]]: ...

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, embedsignature=True
-"""Compiled softmax cross-entropy kernels: the thin layer between Python and C.
+"""Compiled softmax cross-entropy: the one entry per operation between Python and C.
 
 Design
 ------
@@ -9,14 +9,19 @@ Three layers, each in its own file:
 * ``src/cysm_kernels_impl.h`` -- the per-row math in C (``exp`` with an exact
   ``f - max`` difference, the loss with ``log1p`` of the non-maximal mass, the
   gradient ``P_k - 1(y = k)`` with smoothing and weights), compiled once per
-  instruction-set target by ``src/cysm_kernels.c``.
-* this module -- typed-memoryview wrappers that copy the labels and weights into
-  memory the call owns (the kernels index with the labels, and a caller's buffer may
-  share memory with the gradient or be changed by another thread meanwhile),
-  validate the copy, compute the "mean" denominator, split the rows into fixed
-  blocks and run the blocks on OpenMP threads with the GIL released.
-* ``cysoftmax/_api.py`` -- the public functions: argument checking, conversion,
-  output allocation, documentation.
+  precision and instruction-set target by ``src/cysm_kernels.c``, which also
+  computes the gradient's coefficients (``cysm_sce_coefficients``).
+* this module -- one entry per operation (``softmax_cross_entropy``, which also
+  serves the loss alone, and ``softmax``, which also serves ``log_softmax``).  An
+  entry parses the options (their rules live here, in the ``_parse_*`` functions),
+  takes plain arrays as they are and hands anything else to ``_validation`` to check
+  and convert, copies the labels and weights into memory the call owns (the kernels
+  index with the labels, and a caller's buffer may share memory with the gradient
+  or be changed by another thread meanwhile), validates the copy, splits the rows
+  into fixed blocks, runs them on OpenMP threads with the GIL released and returns
+  the finished loss.  Nothing here depends on the precision but a flag: the
+  float32/float64 split is in C.
+* ``cysoftmax/_api.py`` -- the public functions and their documentation.
 
 Threads and determinism: a batch of N rows is cut into blocks whose size depends
 only on the number of classes; every block writes its own rows and its own
@@ -34,8 +39,9 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from libc.math cimport NAN
-from cython cimport floating
 from cython.parallel cimport prange
+
+import operator
 
 import numpy as np
 cimport numpy as cnp
@@ -43,49 +49,52 @@ cimport numpy as cnp
 cnp.import_array()
 
 cdef extern from "src/cysm_kernels.h" nogil:
-    ctypedef struct cysm_sce_args_f32:
-        const float *scores
-        float *grad
-        const int64_t *labels
-        Py_ssize_t n_classes
-        int64_t ignore_index
-        const double *weight
-        const float *grad_offset
-        double smooth_weight
-        double smoothing
-        double grad_scale
+    enum:
+        CYSM_SMALL_C
+        CYSM_ROW_ALIGN
+        CYSM_REDUCTION_NONE
+        CYSM_REDUCTION_MEAN
+        CYSM_REDUCTION_SUM
 
-    ctypedef struct cysm_sce_args_f64:
-        const double *scores
-        double *grad
+    ctypedef struct cysm_sce_args:
+        const void *scores
+        void *grad
         const int64_t *labels
         Py_ssize_t n_classes
         int64_t ignore_index
         const double *weight
-        const double *grad_offset
-        double smooth_weight
         double smoothing
         double grad_scale
+        double smooth_weight
+        const void *grad_offset
+
+    ctypedef void (*cysm_sce_fn)(const cysm_sce_args *, Py_ssize_t, Py_ssize_t, double *,
+                                 double *) noexcept nogil
+    ctypedef void (*cysm_softmax_fn)(const void *, void *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     int) noexcept nogil
 
     ctypedef struct cysm_kernel_table:
         const char *name
         int vector_bytes
-        void (*sce_f32)(const cysm_sce_args_f32 *, Py_ssize_t, Py_ssize_t, double *, double *) noexcept nogil
-        void (*sce_f64)(const cysm_sce_args_f64 *, Py_ssize_t, Py_ssize_t, double *, double *) noexcept nogil
-        void (*softmax_f32)(const float *, float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, int) noexcept nogil
-        void (*softmax_f64)(const double *, double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, int) noexcept nogil
+        int (*supported)() noexcept nogil
+        cysm_sce_fn sce[2]
+        cysm_softmax_fn softmax[2]
 
+    void cysm_sce_coefficients(cysm_sce_args *a, int is_f64, int reduction, double denominator,
+                               void *offset_buf)
     int cysm_n_targets()
     const cysm_kernel_table *cysm_target(int i)
-    int cysm_target_supported(int i)
     int cysm_openmp_enabled()
 
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void *data, cnp.dtype descr, object base)
+
+from . import _validation
+
 __all__ = [
-    "REDUCTION_NONE", "REDUCTION_MEAN", "REDUCTION_SUM", "LabelOutOfRange",
     "targets", "supported_targets", "current_target", "default_target", "set_target",
     "openmp_enabled", "default_num_threads", "max_num_threads", "forked_child",
-    "finish_loss",
-    "sce_float32", "sce_float64", "sce_fast", "softmax_float32", "softmax_float64",
+    "softmax_cross_entropy", "softmax",
 ]
 
 cdef enum:
@@ -93,31 +102,10 @@ cdef enum:
     _BLOCK_ELEMS = 4096
     # A thread is worth starting for at least this many scores (~5-10 us of work).
     _THREAD_ELEMS = 16384
-    # Rows of small-C blocks come in multiples of the widest vector of rows.
-    _ROW_ALIGN = 16
-    # Classes at or below which the C kernels work on a vector of rows at a time
-    # (CYSM_SMALL_C in src/cysm_kernels.c).
-    _SMALL_C = 16
-
-cdef enum:
-    RED_NONE = 0
-    RED_MEAN = 1
-    RED_SUM = 2
-
-REDUCTION_NONE = RED_NONE
-REDUCTION_MEAN = RED_MEAN
-REDUCTION_SUM = RED_SUM
+    # More threads than this are never asked for, whatever num_threads says.
+    _THREADS_LIMIT = 1 << 16
 
 cdef const cysm_kernel_table *_table = cysm_target(0)
-
-
-class LabelOutOfRange(IndexError):
-    """A label outside [0, n_classes) that is not ignore_index (flat position, value)."""
-
-    def __init__(self, Py_ssize_t position, int64_t value):
-        super().__init__(position, value)
-        self.position = position
-        self.value = value
 
 
 # ---------------------------------------------------------------- targets
@@ -130,7 +118,7 @@ def targets():
 def supported_targets():
     """Names of the compiled targets that the running CPU can execute."""
     return [cysm_target(i).name.decode() for i in range(cysm_n_targets())
-            if cysm_target_supported(i)]
+            if cysm_target(i).supported()]
 
 
 def current_target():
@@ -157,7 +145,7 @@ def set_target(name):
     cdef int i
     for i in range(cysm_n_targets()):
         if cysm_target(i).name.decode() == name:
-            if not cysm_target_supported(i):
+            if not cysm_target(i).supported():
                 raise ValueError(f"target {name!r} is compiled in but this CPU cannot run it")
             _table = cysm_target(i)
             return
@@ -228,14 +216,140 @@ def _after_fork_in_child():
     _forked_child = True
 
 
+# ------------------------------------------------------------ the options
+
+cdef struct Options:
+    int reduction          # CYSM_REDUCTION_*
+    int64_t ignore_index
+    double smoothing       # in [0, 1]
+    int num_threads        # >= 1, before the cap at the usable CPUs
+
+cdef dict _REDUCTIONS = {"none": CYSM_REDUCTION_NONE, "mean": CYSM_REDUCTION_MEAN,
+                         "sum": CYSM_REDUCTION_SUM}
+
+
+cdef int _parse_reduction(object reduction) except -1:
+    code = _REDUCTIONS.get(reduction) if type(reduction) is str or isinstance(reduction, str) else None
+    if code is None:
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return code
+
+
+cdef int64_t _parse_ignore_index(object ignore_index) except? -1:
+    if type(ignore_index) is not int:
+        if isinstance(ignore_index, (bool, np.bool_)):
+            raise TypeError("ignore_index must be an integer, got a bool")
+        try:
+            ignore_index = operator.index(ignore_index)
+        except TypeError:
+            raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}") from None
+    if not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
+    return ignore_index
+
+
+cdef double _parse_smoothing(object label_smoothing) except? -1:
+    cdef double eps
+    original = label_smoothing
+    if type(label_smoothing) is not float:
+        if isinstance(label_smoothing, np.ndarray) and label_smoothing.ndim == 0:
+            label_smoothing = label_smoothing[()]  # a 0-d array: its scalar
+        if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(
+            label_smoothing, (int, float, np.integer, np.floating)
+        ):
+            raise TypeError(f"label_smoothing must be a real number, got {original!r}")
+        try:
+            label_smoothing = float(label_smoothing)
+        except OverflowError:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {original!r}") from None
+    eps = label_smoothing
+    if not 0.0 <= eps <= 1.0:  # (NaN too)
+        raise ValueError(f"label_smoothing must be in [0, 1], got {original!r}")
+    return eps
+
+
+cdef int _parse_num_threads(object num_threads) except -1:
+    """Threads asked for: None is the default (fixed at import), else a positive int."""
+    if num_threads is None:
+        return 1 if _forked_child else _default_threads
+    if type(num_threads) is not int:
+        if isinstance(num_threads, (bool, np.bool_)):
+            raise TypeError("num_threads must be None or a positive integer, got a bool")
+        try:
+            num_threads = operator.index(num_threads)
+        except TypeError:
+            raise TypeError(
+                f"num_threads must be None or a positive integer, got {num_threads!r}") from None
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be None or a positive integer, got {num_threads}")
+    return min(num_threads, _THREADS_LIMIT)
+
+
+# ------------------------------------------------------------ arrays
+
+cdef inline bint _plain_array(object a, int typenum) noexcept:
+    """An exact ndarray of that type, aligned, C-contiguous and in native byte order."""
+    return (cnp.PyArray_CheckExact(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
+            and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a)
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a))
+
+
+cdef cnp.ndarray _scores(object scores):
+    """scores as a native float32/float64 ndarray with ndim >= 1 and C >= 1."""
+    cdef int typenum
+    if cnp.PyArray_CheckExact(scores):
+        typenum = cnp.PyArray_TYPE(<cnp.ndarray>scores)
+        if ((typenum == cnp.NPY_FLOAT32 or typenum == cnp.NPY_FLOAT64)
+                and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>scores)
+                and cnp.PyArray_NDIM(<cnp.ndarray>scores) >= 1
+                and cnp.PyArray_DIM(<cnp.ndarray>scores, cnp.PyArray_NDIM(<cnp.ndarray>scores) - 1) > 0):
+            return <cnp.ndarray>scores
+    return _validation.as_scores(scores)
+
+
+cdef cnp.ndarray _rows(cnp.ndarray a, Py_ssize_t n_classes):
+    """a (..., C) as C-contiguous 2-D rows (a itself when it is already that)."""
+    if cnp.PyArray_NDIM(a) == 2 and cnp.PyArray_ISCARRAY_RO(a):
+        return a
+    return np.ascontiguousarray(a).reshape(-1, n_classes)
+
+
+cdef cnp.ndarray _out(object out, cnp.ndarray s):
+    """The output buffer: new when out is None, else out if it matches s (checked)."""
+    cdef int typenum = cnp.PyArray_TYPE(s)
+    if out is None:
+        return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(s), cnp.PyArray_DIMS(s), typenum, 0)
+    if (_plain_array(out, typenum) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
+            and cnp.PyArray_SAMESHAPE(<cnp.ndarray>out, s)):
+        return <cnp.ndarray>out
+    return _validation.check_out(out, s)
+
+
+cdef inline bint _ranges_overlap(const void *a, size_t a_bytes, const void *b,
+                                 size_t b_bytes) noexcept:
+    cdef const char *ca = <const char *>a
+    cdef const char *cb = <const char *>b
+    return ca < cb + b_bytes and cb < ca + a_bytes
+
+
+cdef inline int _check_overlap(cnp.ndarray rows, cnp.ndarray out) except -1:
+    """out may be the scores' buffer itself (in place), but must not partly overlap it."""
+    cdef const void *a = cnp.PyArray_DATA(rows)
+    cdef const void *b = cnp.PyArray_DATA(out)
+    cdef size_t nbytes = cnp.PyArray_NBYTES(rows)
+    if a != b and _ranges_overlap(a, nbytes, b, nbytes):
+        raise ValueError("out overlaps scores without being the same array")
+    return 0
+
+
 # ------------------------------------------------------------ the blocks
 
 cdef inline Py_ssize_t _rows_per_block(Py_ssize_t n_classes) noexcept nogil:
     cdef Py_ssize_t rows = _BLOCK_ELEMS // n_classes
     if rows < 1:
         rows = 1
-    if n_classes <= _SMALL_C:
-        rows = (rows + _ROW_ALIGN - 1) // _ROW_ALIGN * _ROW_ALIGN
+    if n_classes <= CYSM_SMALL_C:
+        rows = (rows + CYSM_ROW_ALIGN - 1) // CYSM_ROW_ALIGN * CYSM_ROW_ALIGN
     return rows
 
 
@@ -248,15 +362,12 @@ cdef inline int _threads_for(Py_ssize_t n_blocks, Py_ssize_t n_elems, int num_th
     return <int>max(1, min(<Py_ssize_t>num_threads, min(n_blocks, by_work)))
 
 
-cdef inline void _sce_block(const cysm_kernel_table *table, const void *args, bint is_float,
-                            Py_ssize_t block, Py_ssize_t rows_per_block, Py_ssize_t n_rows,
-                            double *row_loss, double *partials) noexcept nogil:
+cdef inline void _sce_block(cysm_sce_fn kernel, const cysm_sce_args *args, Py_ssize_t block,
+                            Py_ssize_t rows_per_block, Py_ssize_t n_rows, double *row_loss,
+                            double *partials) noexcept nogil:
     cdef Py_ssize_t r0 = block * rows_per_block
     cdef Py_ssize_t r1 = min(r0 + rows_per_block, n_rows)
-    if is_float:
-        table.sce_f32(<const cysm_sce_args_f32 *>args, r0, r1, row_loss, &partials[block])
-    else:
-        table.sce_f64(<const cysm_sce_args_f64 *>args, r0, r1, row_loss, &partials[block])
+    kernel(args, r0, r1, row_loss, &partials[block])
 
 
 cdef enum SceStatus:
@@ -265,11 +376,11 @@ cdef enum SceStatus:
     SCE_NO_MEMORY = 2
 
 
-cdef SceStatus _sce_raw(bint is_float, const void *scores, void *grad, Py_ssize_t n_rows,
+cdef SceStatus _sce_raw(bint is_f64, const void *scores, void *grad, Py_ssize_t n_rows,
                         Py_ssize_t n_classes, const int64_t *labels, const double *weight,
-                        int64_t ignore_index, double smoothing, int reduction, int num_threads,
-                        double *row_loss, double *total_out, double *denominator_out,
-                        Py_ssize_t *bad_out, int64_t *bad_value_out) noexcept nogil:
+                        const Options *opt, double *row_loss, double *total_out,
+                        double *denominator_out, Py_ssize_t *bad_out,
+                        int64_t *bad_value_out) noexcept nogil:
     """Loss (+ gradient) of a C-contiguous (n_rows, n_classes) batch.
 
     Fills *total_out (sum of the row losses, in block order), *denominator_out (the
@@ -284,17 +395,11 @@ cdef SceStatus _sce_raw(bint is_float, const void *scores, void *grad, Py_ssize_
     """
     cdef Py_ssize_t i, block, n_blocks, rows_per_block
     cdef int64_t y
-    cdef double denominator = 0.0, total = 0.0, grad_scale, weight_mean = 1.0, w_i
-    cdef double smooth_each = smoothing / n_classes
-    cdef int64_t *own_labels
-    cdef double *own_weight = NULL
-    cdef double *partials
-    cdef void *offset = NULL
+    cdef double denominator = 0.0, total = 0.0
+    cdef cysm_sce_args args
+    cdef cysm_sce_fn kernel = _table.sce[1 if is_f64 else 0]
     cdef char *owned
-    cdef cysm_sce_args_f32 a32
-    cdef cysm_sce_args_f64 a64
-    cdef const void *args
-    cdef const cysm_kernel_table *table = _table
+    cdef double *partials
     cdef int n_threads
 
     total_out[0] = 0.0
@@ -303,80 +408,46 @@ cdef SceStatus _sce_raw(bint is_float, const void *scores, void *grad, Py_ssize_
         return SCE_OK
     rows_per_block = _rows_per_block(n_classes)
     n_blocks = (n_rows + rows_per_block - 1) // rows_per_block
-    # one allocation: labels, weights, smoothing offsets, per-block sums (8-byte items)
+    # one allocation of 8-byte items: labels, weights, smoothing offsets, block sums
     owned = <char *>malloc((n_rows + 2 * n_classes + n_blocks) * 8)
     if owned == NULL:
         return SCE_NO_MEMORY
-    own_labels = <int64_t *>owned
     partials = <double *>(owned + (n_rows + 2 * n_classes) * 8)
-    memcpy(own_labels, labels, n_rows * 8)
+    args.labels = <int64_t *>owned
+    memcpy(owned, labels, n_rows * 8)
+    args.weight = NULL
     if weight != NULL:
-        own_weight = <double *>(owned + n_rows * 8)
-        memcpy(own_weight, weight, n_classes * 8)
+        args.weight = <double *>(owned + n_rows * 8)
+        memcpy(owned + n_rows * 8, weight, n_classes * 8)
 
-    # labels: range check and the "mean" denominator, in row order
+    # labels: range check and the "mean" denominator, in row order, on the copies
     for i in range(n_rows):
-        y = own_labels[i]
-        if y == ignore_index:
+        y = args.labels[i]
+        if y == opt.ignore_index:
             continue
         if y < 0 or y >= n_classes:
             bad_out[0] = i
             bad_value_out[0] = y
             free(owned)
             return SCE_BAD_LABEL
-        denominator += own_weight[y] if own_weight != NULL else 1.0
+        denominator += args.weight[y] if args.weight != NULL else 1.0
     denominator_out[0] = denominator
-    if own_weight != NULL and smoothing > 0:
-        # the mean weight, as a sum of w_i / C: no overflow for weights near DBL_MAX
-        weight_mean = 0.0
-        for i in range(n_classes):
-            weight_mean += own_weight[i] / n_classes
-    grad_scale = 1.0
-    if reduction == RED_MEAN:
-        # a zero total weight (every target weighted 0): the mean is NaN, and so is the
-        # gradient of every non-ignored row (as PyTorch)
-        grad_scale = 1.0 / denominator if denominator != 0 else NAN
 
-    if smoothing > 0 and grad != NULL:
-        offset = owned + (n_rows + n_classes) * 8
-        for i in range(n_classes):
-            w_i = own_weight[i] if own_weight != NULL else 1.0
-            if is_float:
-                (<float *>offset)[i] = <float>(grad_scale * smooth_each * w_i)
-            else:
-                (<double *>offset)[i] = grad_scale * smooth_each * w_i
-    if is_float:
-        a32.scores = <const float *>scores
-        a32.grad = <float *>grad
-        a32.labels = own_labels
-        a32.n_classes = n_classes
-        a32.ignore_index = ignore_index
-        a32.weight = own_weight
-        a32.grad_offset = <const float *>offset
-        a32.smooth_weight = smoothing * weight_mean
-        a32.smoothing = smoothing
-        a32.grad_scale = grad_scale
-        args = &a32
-    else:
-        a64.scores = <const double *>scores
-        a64.grad = <double *>grad
-        a64.labels = own_labels
-        a64.n_classes = n_classes
-        a64.ignore_index = ignore_index
-        a64.weight = own_weight
-        a64.grad_offset = <const double *>offset
-        a64.smooth_weight = smoothing * weight_mean
-        a64.smoothing = smoothing
-        a64.grad_scale = grad_scale
-        args = &a64
+    args.scores = scores
+    args.grad = grad
+    args.n_classes = n_classes
+    args.ignore_index = opt.ignore_index
+    args.smoothing = opt.smoothing
+    cysm_sce_coefficients(&args, is_f64, opt.reduction, denominator,
+                          owned + (n_rows + n_classes) * 8)
 
-    n_threads = _threads_for(n_blocks, n_rows * n_classes, num_threads)
+    n_threads = _threads_for(n_blocks, n_rows * n_classes, opt.num_threads)
     if n_threads > 1:
         for block in prange(n_blocks, num_threads=n_threads, schedule="dynamic"):
-            _sce_block(table, args, is_float, block, rows_per_block, n_rows, row_loss, partials)
+            _sce_block(kernel, &args, block, rows_per_block, n_rows, row_loss, partials)
     else:
         for block in range(n_blocks):
-            _sce_block(table, args, is_float, block, rows_per_block, n_rows, row_loss, partials)
+            _sce_block(kernel, &args, block, rows_per_block, n_rows, row_loss, partials)
     for block in range(n_blocks):
         total += partials[block]
     free(owned)
@@ -384,244 +455,147 @@ cdef SceStatus _sce_raw(bint is_float, const void *scores, void *grad, Py_ssize_
     return SCE_OK
 
 
-cdef object _sce(const floating[:, ::1] scores, const int64_t[::1] labels, object weight,
-                 int64_t ignore_index, double smoothing, int reduction,
-                 floating[:, ::1] grad, int num_threads):
-    cdef Py_ssize_t n_rows = scores.shape[0], n_classes = scores.shape[1], bad = -1
-    cdef int64_t bad_value = 0
-    cdef const double[::1] w
-    cdef const double *w_ptr = NULL
-    cdef double[::1] row_loss_view
-    cdef double *row_loss = NULL
-    cdef double total = 0.0, denominator = 0.0
-    cdef SceStatus status
-    cdef const void *scores_ptr = &scores[0, 0] if n_rows > 0 else NULL
-    cdef void *grad_ptr = NULL
-    if weight is not None:
-        w = weight
-        w_ptr = &w[0]
-    if grad is not None and n_rows > 0:
-        grad_ptr = &grad[0, 0]
-        _check_overlap(scores_ptr, grad_ptr, n_rows * n_classes * sizeof(floating))
-    row_loss_array = None
-    if reduction == RED_NONE:
-        row_loss_array = np.empty(n_rows, dtype=np.float64)
-        if n_rows > 0:
-            row_loss_view = row_loss_array
-            row_loss = &row_loss_view[0]
-    with nogil:
-        status = _sce_raw(floating is float, scores_ptr, grad_ptr, n_rows, n_classes,
-                          &labels[0] if n_rows > 0 else NULL, w_ptr, ignore_index, smoothing,
-                          reduction, num_threads, row_loss, &total, &denominator, &bad,
-                          &bad_value)
-    if status == SCE_BAD_LABEL:
-        raise LabelOutOfRange(bad, bad_value)
-    if status == SCE_NO_MEMORY:
-        raise MemoryError()
-    return total, denominator, row_loss_array
+# ------------------------------------------------------------ the loss
 
-
-cdef inline bint _ranges_overlap(const void *a, size_t a_bytes, const void *b,
-                                 size_t b_bytes) noexcept:
-    cdef const char *ca = <const char *>a
-    cdef const char *cb = <const char *>b
-    return ca < cb + b_bytes and cb < ca + a_bytes
-
-
-cdef inline int _check_overlap(const void *a, const void *b, size_t nbytes) except -1:
-    """out may be the scores buffer itself, but must not partly overlap it."""
-    if a != b and _ranges_overlap(a, nbytes, b, nbytes):
-        raise ValueError("out overlaps scores without being the same array")
-    return 0
-
-
-def sce_float32(const float[:, ::1] scores, const int64_t[::1] labels, weight,
-                int64_t ignore_index, double smoothing, int reduction,
-                float[:, ::1] grad, int num_threads):
-    """Loss sum, denominator and per-row losses (or None); fills ``grad`` unless None."""
-    return _sce(scores, labels, weight, ignore_index, smoothing, reduction, grad, num_threads)
-
-
-def sce_float64(const double[:, ::1] scores, const int64_t[::1] labels, weight,
-                int64_t ignore_index, double smoothing, int reduction,
-                double[:, ::1] grad, int num_threads):
-    """Loss sum, denominator and per-row losses (or None); fills ``grad`` unless None."""
-    return _sce(scores, labels, weight, ignore_index, smoothing, reduction, grad, num_threads)
-
-
-# ------------------------------------------------------------ the fast path
-
-cdef dict _REDUCTION_CODES = {"none": RED_NONE, "mean": RED_MEAN, "sum": RED_SUM}
-
-
-cdef inline bint _plain_array(object a, int typenum) noexcept:
-    """An exact ndarray of that type, aligned, C-contiguous and in native byte order."""
-    return (cnp.PyArray_CheckExact(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
-            and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a)
-            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a))
-
-
-def sce_fast(scores, labels, reduction, weight, ignore_index, label_smoothing, out, num_threads,
-             bint with_grad):
-    """The common case without any conversion: (loss, grad), or None when not applicable.
-
-    Applies to 2-D C-contiguous native float32/float64 scores, 1-D int64 labels, no
-    weight, no label smoothing, a plain int ignore_index and num_threads, and an ``out``
-    that is a matching writeable C-contiguous array (or None).  (Labels may share memory
-    with ``out``: the kernels read a private copy of them.)
-    Anything else, and any invalid label, returns None and the caller takes the general
-    path (which converts, or raises the right error).
-    """
-    cdef int typenum, code, n_threads
-    cdef Py_ssize_t n_rows, n_classes, bad = -1
-    cdef int64_t bad_value = 0
-    cdef double total = 0.0, denominator = 0.0
-    cdef int64_t ignore
-    cdef SceStatus status
-    cdef cnp.ndarray s, y, g = None, row_loss_array = None
-    cdef void *grad_ptr = NULL
-    cdef double *row_loss = NULL
-    if weight is not None or type(ignore_index) is not int:
-        return None
-    if not ((type(label_smoothing) is float or type(label_smoothing) is int) and label_smoothing == 0):
-        return None
-    if type(reduction) is not str or reduction not in _REDUCTION_CODES:
-        return None
-    code = _REDUCTION_CODES[reduction]
-    if num_threads is None:
-        n_threads = _default_threads
-    elif type(num_threads) is int and 0 < num_threads < 65536:
-        n_threads = num_threads
-    else:
-        return None
-    if not (cnp.PyArray_CheckExact(scores) and cnp.PyArray_NDIM(<cnp.ndarray>scores) == 2):
-        return None
-    s = <cnp.ndarray>scores
-    typenum = cnp.PyArray_TYPE(s)
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        return None
-    if not _plain_array(s, typenum) or not _plain_array(labels, cnp.NPY_INT64):
-        return None
-    y = <cnp.ndarray>labels
-    n_rows = cnp.PyArray_DIM(s, 0)
-    n_classes = cnp.PyArray_DIM(s, 1)
-    if (cnp.PyArray_NDIM(y) != 1 or cnp.PyArray_DIM(y, 0) != n_rows or n_classes == 0
-            or n_rows == 0 or not -(2**63) <= ignore_index < 2**63):
-        return None
-    ignore = ignore_index
-    if with_grad:
-        if out is None:
-            g = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(s), typenum, 0)
-        elif (_plain_array(out, typenum) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
-              and cnp.PyArray_NDIM(<cnp.ndarray>out) == 2
-              and cnp.PyArray_DIM(<cnp.ndarray>out, 0) == n_rows
-              and cnp.PyArray_DIM(<cnp.ndarray>out, 1) == n_classes):
-            g = <cnp.ndarray>out
-        else:
-            return None
-        grad_ptr = cnp.PyArray_DATA(g)
-        _check_overlap(cnp.PyArray_DATA(s), grad_ptr, cnp.PyArray_NBYTES(s))
-    if code == RED_NONE:
-        row_loss_array = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(y), cnp.NPY_FLOAT64, 0)
-        row_loss = <double *>cnp.PyArray_DATA(row_loss_array)
-    with nogil:
-        status = _sce_raw(typenum == cnp.NPY_FLOAT32, cnp.PyArray_DATA(s), grad_ptr, n_rows,
-                          n_classes, <const int64_t *>cnp.PyArray_DATA(y), NULL, ignore, 0.0,
-                          code, n_threads, row_loss, &total, &denominator, &bad, &bad_value)
-    if status == SCE_NO_MEMORY:
-        raise MemoryError()
-    if status != SCE_OK:
-        return None
-    return _finish_loss(total, denominator, code, row_loss_array, typenum == cnp.NPY_FLOAT32), g
-
-
-cdef extern from "numpy/arrayobject.h":
-    object PyArray_Scalar(void *data, cnp.dtype descr, object base)
-
-
-cdef inline object _scalar(double value, int typenum):
+cdef inline object _scalar(double value, bint is_f64):
     """A numpy float64 or float32 scalar (+-inf beyond float32's range, silently)."""
     cdef float value32 = <float>value
-    if typenum == cnp.NPY_FLOAT64:
-        return PyArray_Scalar(&value, cnp.PyArray_DescrFromType(typenum), None)
-    return PyArray_Scalar(&value32, cnp.PyArray_DescrFromType(typenum), None)
+    if is_f64:
+        return PyArray_Scalar(&value, cnp.PyArray_DescrFromType(cnp.NPY_FLOAT64), None)
+    return PyArray_Scalar(&value32, cnp.PyArray_DescrFromType(cnp.NPY_FLOAT32), None)
 
 
-cdef object _losses_as_float32(const double[::1] values):
+cdef object _losses_as_float32(cnp.ndarray values):
     """Float64 losses as a new float32 array (+-inf beyond float32's range, silently,
     where NumPy's cast would warn of an overflow)."""
-    cdef Py_ssize_t i, n = values.shape[0]
-    out = np.empty(n, dtype=np.float32)
-    cdef float[::1] o = out
+    cdef Py_ssize_t i, n = cnp.PyArray_SIZE(values)
+    cdef const double *v = <const double *>cnp.PyArray_DATA(values)
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(values), cnp.NPY_FLOAT32, 0)
+    cdef float *o = <float *>cnp.PyArray_DATA(out)
     for i in range(n):
-        o[i] = <float>values[i]
+        o[i] = <float>v[i]
     return out
 
 
 cdef object _finish_loss(double total, double denominator, int reduction, object row_loss,
-                         bint to_float32):
+                         bint is_f64):
     """The loss returned to the caller, in the dtype of the scores: the per-row losses
     (``row_loss``, float64), their sum, or the mean.  The mean is NaN when the
     denominator (the summed weight of the rows) is 0: every row ignored, an empty batch
     or weights of 0 on every target (the kernels then make the gradient of the
     non-ignored rows NaN too, as PyTorch does)."""
-    if reduction == RED_NONE:
-        return _losses_as_float32(row_loss) if to_float32 else row_loss
-    if reduction == RED_MEAN:
+    if reduction == CYSM_REDUCTION_NONE:
+        return row_loss if is_f64 else _losses_as_float32(row_loss)
+    if reduction == CYSM_REDUCTION_MEAN:
         total = total / denominator if denominator != 0 else NAN
-    return _scalar(total, cnp.NPY_FLOAT32 if to_float32 else cnp.NPY_FLOAT64)
+    return _scalar(total, is_f64)
 
 
-def finish_loss(double total, double denominator, int reduction, row_loss, bint to_float32):
-    """The loss from a kernel's sum, denominator and per-row losses (see _finish_loss)."""
-    return _finish_loss(total, denominator, reduction, row_loss, to_float32)
+def softmax_cross_entropy(scores, labels, reduction, weight, ignore_index, label_smoothing,
+                          out, num_threads, bint with_grad):
+    """(loss, grad) of ``cysoftmax.softmax_cross_entropy``; grad is None unless with_grad.
+
+    The arguments are those of the public function, unchecked: each is checked here
+    (the options) or by ``_validation`` (arrays that are not plain already), in the
+    order scores, reduction, ignore_index, label_smoothing, num_threads, labels,
+    weight, out.
+    """
+    cdef Options opt
+    cdef cnp.ndarray s, rows, y, w = None, grad = None, grad_rows = None, row_loss = None
+    cdef Py_ssize_t n_rows, n_classes, bad = -1
+    cdef int64_t bad_value = 0
+    cdef double total = 0.0, denominator = 0.0
+    cdef const double *w_ptr = NULL
+    cdef double *row_loss_ptr = NULL
+    cdef void *grad_ptr = NULL
+    cdef SceStatus status
+    cdef bint is_f64
+
+    s = _scores(scores)
+    opt.reduction = _parse_reduction(reduction)
+    opt.ignore_index = _parse_ignore_index(ignore_index)
+    opt.smoothing = _parse_smoothing(label_smoothing)
+    opt.num_threads = _parse_num_threads(num_threads)
+    is_f64 = cnp.PyArray_TYPE(s) == cnp.NPY_FLOAT64
+    n_classes = cnp.PyArray_DIM(s, cnp.PyArray_NDIM(s) - 1)
+    rows = _rows(s, n_classes)
+    n_rows = cnp.PyArray_DIM(rows, 0)
+    if (cnp.PyArray_NDIM(s) == 2 and _plain_array(labels, cnp.NPY_INT64)
+            and cnp.PyArray_NDIM(<cnp.ndarray>labels) == 1
+            and cnp.PyArray_DIM(<cnp.ndarray>labels, 0) == n_rows):
+        y = <cnp.ndarray>labels
+    else:
+        y = _validation.as_labels(labels, (<object>s).shape[:-1], n_classes, opt.ignore_index)
+    if weight is not None:
+        w = _validation.as_weight(weight, n_classes)
+        w_ptr = <const double *>cnp.PyArray_DATA(w)
+    if with_grad:
+        grad = _out(out, s)
+        grad_rows = grad if cnp.PyArray_NDIM(grad) == 2 else grad.reshape(-1, n_classes)
+        _check_overlap(rows, grad_rows)
+        grad_ptr = cnp.PyArray_DATA(grad_rows)
+    if opt.reduction == CYSM_REDUCTION_NONE:
+        row_loss = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(rows), cnp.NPY_FLOAT64, 0)
+        row_loss_ptr = <double *>cnp.PyArray_DATA(row_loss)
+    with nogil:
+        status = _sce_raw(is_f64, cnp.PyArray_DATA(rows), grad_ptr, n_rows, n_classes,
+                          <const int64_t *>cnp.PyArray_DATA(y), w_ptr, &opt, row_loss_ptr,
+                          &total, &denominator, &bad, &bad_value)
+    if status == SCE_BAD_LABEL:  # (the value the kernels saw, in their copy)
+        _validation.raise_label_range(bad_value, bad, (<object>s).shape[:-1], n_classes,
+                                      opt.ignore_index)
+    if status == SCE_NO_MEMORY:
+        raise MemoryError()
+    loss = _finish_loss(total, denominator, opt.reduction, row_loss, is_f64)
+    if opt.reduction == CYSM_REDUCTION_NONE and cnp.PyArray_NDIM(s) != 2:
+        loss = loss.reshape((<object>s).shape[:-1])
+    return loss, grad
 
 
 # ------------------------------------------------------ softmax, log_softmax
 
-cdef inline void _softmax_block(const cysm_kernel_table *table, const floating *scores,
-                                floating *out, Py_ssize_t n_rows, Py_ssize_t n_classes,
-                                Py_ssize_t block, Py_ssize_t rows_per_block,
-                                bint log_space) noexcept nogil:
+cdef inline void _softmax_block(cysm_softmax_fn kernel, const void *scores, void *out,
+                                Py_ssize_t n_rows, Py_ssize_t n_classes, Py_ssize_t block,
+                                Py_ssize_t rows_per_block, bint log_space) noexcept nogil:
     cdef Py_ssize_t r0 = block * rows_per_block
     cdef Py_ssize_t r1 = min(r0 + rows_per_block, n_rows)
-    if floating is float:
-        table.softmax_f32(scores, out, n_classes, r0, r1, log_space)
-    else:
-        table.softmax_f64(scores, out, n_classes, r0, r1, log_space)
+    kernel(scores, out, n_classes, r0, r1, log_space)
 
 
-cdef object _softmax(const floating[:, ::1] scores, floating[:, ::1] out, bint log_space,
-                     int num_threads):
-    cdef Py_ssize_t n_rows = scores.shape[0], n_classes = scores.shape[1]
-    cdef Py_ssize_t block, n_blocks, rows_per_block
-    cdef const cysm_kernel_table *table = _table
+def softmax(scores, out, num_threads, bint log_space):
+    """``cysoftmax.softmax`` (or ``log_softmax``) of unchecked arguments: the result."""
+    cdef cnp.ndarray s, rows, result, out_rows
+    cdef Py_ssize_t n_rows, n_classes, block, n_blocks, rows_per_block
+    cdef cysm_softmax_fn kernel
+    cdef const void *x
+    cdef void *o
     cdef int n_threads
+    s = _scores(scores)
+    n_threads = _parse_num_threads(num_threads)
+    n_classes = cnp.PyArray_DIM(s, cnp.PyArray_NDIM(s) - 1)
+    rows = _rows(s, n_classes)
+    result = _out(out, s)
+    out_rows = result if cnp.PyArray_NDIM(result) == 2 else result.reshape(-1, n_classes)
+    n_rows = cnp.PyArray_DIM(rows, 0)
     if n_rows == 0:
-        return
-    _check_overlap(&scores[0, 0], &out[0, 0], n_rows * n_classes * sizeof(floating))
+        return result
+    _check_overlap(rows, out_rows)
+    kernel = _table.softmax[1 if cnp.PyArray_TYPE(s) == cnp.NPY_FLOAT64 else 0]
+    x = cnp.PyArray_DATA(rows)
+    o = cnp.PyArray_DATA(out_rows)
     rows_per_block = _rows_per_block(n_classes)
     n_blocks = (n_rows + rows_per_block - 1) // rows_per_block
-    n_threads = _threads_for(n_blocks, n_rows * n_classes, num_threads)
+    n_threads = _threads_for(n_blocks, n_rows * n_classes, n_threads)
     with nogil:
         if n_threads > 1:
             for block in prange(n_blocks, num_threads=n_threads, schedule="dynamic"):
-                _softmax_block(table, &scores[0, 0], &out[0, 0], n_rows, n_classes,
-                               block, rows_per_block, log_space)
+                _softmax_block(kernel, x, o, n_rows, n_classes, block, rows_per_block,
+                               log_space)
         else:
             for block in range(n_blocks):
-                _softmax_block(table, &scores[0, 0], &out[0, 0], n_rows, n_classes,
-                               block, rows_per_block, log_space)
-
-
-def softmax_float32(const float[:, ::1] scores, float[:, ::1] out, bint log_space, int num_threads):
-    """Row-wise softmax (or log_softmax) of ``scores`` into ``out``."""
-    _softmax(scores, out, log_space, num_threads)
-
-
-def softmax_float64(const double[:, ::1] scores, double[:, ::1] out, bint log_space, int num_threads):
-    """Row-wise softmax (or log_softmax) of ``scores`` into ``out``."""
-    _softmax(scores, out, log_space, num_threads)
+                _softmax_block(kernel, x, o, n_rows, n_classes, block, rows_per_block,
+                               log_space)
+    return result
 
 
 # ------------------------------------------------------------ target at import

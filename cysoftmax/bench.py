@@ -606,24 +606,19 @@ def overhead_section(shape: Tuple[int, int], dtypes: Sequence[str], budget: floa
                      repeats: int) -> Dict[str, Any]:
     """Where the time of a small call goes, one thread, loss+grad.
 
-    Times the public API, the compiled fast path ``_kernels.sce_fast`` that it
-    calls, the bare typed kernel, and the public API on one row of the same
-    width (about the fixed cost of a call); ``per_row_ns`` is the rest divided
-    by the other rows.
+    Times the public API, the compiled entry ``_kernels.softmax_cross_entropy``
+    that it calls, and the public API on one row of the same width (about the
+    fixed cost of a call); ``per_row_ns`` is the rest divided by the other rows.
     """
     out: Dict[str, Any] = {"shape": list(shape), "timings": {}, "per_row_ns": {}}
     for dtype in dtypes:
         scores, labels = make_inputs(shape, dtype)
         grad = empty_apart(scores)
         one_row, one_label = scores[:1].copy(), labels[:1].copy()
-        kernel = _kernels.sce_float32 if dtype == "float32" else _kernels.sce_float64
         calls = {"softmax_cross_entropy": ours_loop("loss+grad", scores, labels, 1)}
-        fast = getattr(_kernels, "sce_fast", None)  # the compiled fast path, when present
-        if fast is not None:
-            calls["_kernels.sce_fast"] = loop_of(partial(
-                fast, scores, labels, "mean", None, -100, 0.0, grad, 1, True))
-        calls["_kernels.sce_" + dtype] = loop_of(partial(
-            kernel, scores, labels, None, -100, 0.0, _kernels.REDUCTION_MEAN, grad, 1))
+        calls["_kernels.softmax_cross_entropy"] = loop_of(partial(
+            _kernels.softmax_cross_entropy, scores, labels, "mean", None, -100, 0.0, grad, 1,
+            True))
         calls[f"softmax_cross_entropy at 1x{shape[1]}"] = ours_loop(
             "loss+grad", one_row, one_label, 1)
         timed = measure_group(calls, budget, repeats)

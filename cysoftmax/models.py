@@ -33,7 +33,7 @@ import numpy as np
 # The package is looked up at call time, so this module can be imported while
 # ``cysoftmax/__init__.py`` is still running (it re-exports names from here).
 import cysoftmax as _core
-from cysoftmax import _api
+from cysoftmax import _validation
 
 __all__ = [
     "NotFittedError",
@@ -57,7 +57,7 @@ class NotFittedError(ValueError, AttributeError):
 
 def _refuse_masked(value, name):
     """``np.asarray`` would silently drop the mask of a masked array: refuse it."""
-    _api._refuse_masked(value, name, f"pass {name}.filled(...) or drop the masked rows")
+    _validation.refuse_masked(value, name, f"pass {name}.filled(...) or drop the masked rows")
 
 
 def _check_X(X, *, dtype=np.float64, name="X"):

@@ -19,9 +19,6 @@
 #define CYSM_CAT(a, b) CYSM_CAT_(a, b)
 #define CYSM_CAT3(a, b, c) CYSM_CAT(CYSM_CAT(a, b), c)
 
-/* Rows with at most this many classes are processed a vector of rows at a time. */
-#define CYSM_SMALL_C 16
-
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define CYSM_X86_TARGETS 1
 #else
@@ -66,16 +63,33 @@
 #pragma GCC pop_options
 #endif
 
-#define CYSM_TABLE(NAME, SFX, BYTES)                                                   \
-    {NAME, BYTES, sce_rows_f32_##SFX, sce_rows_f64_##SFX, softmax_rows_f32_##SFX,      \
-     softmax_rows_f64_##SFX}
+/* ---- which targets the CPU runs: one check per table entry ------------ */
+static int cysm_always(void) { return 1; }
+
+#if CYSM_X86_TARGETS
+static int cysm_has_avx2_fma(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+static int cysm_has_avx512f(void)
+{
+    __builtin_cpu_init();
+    return cysm_has_avx2_fma() && __builtin_cpu_supports("avx512f");
+}
+#endif
+
+#define CYSM_TABLE(NAME, SFX, BYTES, SUPPORTED)                                        \
+    {NAME, BYTES, SUPPORTED, {sce_rows_f32_##SFX, sce_rows_f64_##SFX},                 \
+     {softmax_rows_f32_##SFX, softmax_rows_f64_##SFX}}
 
 static const cysm_kernel_table cysm_tables[] = {
-    CYSM_TABLE("baseline", base, 16),
+    CYSM_TABLE("baseline", base, 16, cysm_always),
 #if CYSM_X86_TARGETS
-    CYSM_TABLE("avx2", avx2, 32),
-    CYSM_TABLE("avx512", avx512, 64),
-    CYSM_TABLE("avx2-w64", avx2w64, 64),
+    CYSM_TABLE("avx2", avx2, 32, cysm_has_avx2_fma),
+    CYSM_TABLE("avx512", avx512, 64, cysm_has_avx512f),
+    CYSM_TABLE("avx2-w64", avx2w64, 64, cysm_has_avx2_fma),
 #endif
 };
 
@@ -86,17 +100,33 @@ const cysm_kernel_table *cysm_target(int i)
     return (i >= 0 && i < cysm_n_targets()) ? &cysm_tables[i] : NULL;
 }
 
-int cysm_target_supported(int i)
+/* ---- the gradient's coefficients -------------------------------------- */
+void cysm_sce_coefficients(cysm_sce_args *a, int is_f64, int reduction, double denominator,
+                           void *offset_buf)
 {
-    if (i == 0) return 1;
-#if CYSM_X86_TARGETS
-    __builtin_cpu_init();
-    if (i == 1) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (i == 2) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
-                       __builtin_cpu_supports("fma");
-    if (i == 3) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-    return 0;
+    const ptrdiff_t C = a->n_classes;
+    const double eps = a->smoothing, spread = eps / (double)C;
+    double mean_weight = 1.0;
+    if (a->weight && eps > 0) { /* as a sum of w_c / C: no overflow for weights near DBL_MAX */
+        mean_weight = 0.0;
+        for (ptrdiff_t c = 0; c < C; c++) mean_weight += a->weight[c] / (double)C;
+    }
+    a->smooth_weight = eps * mean_weight;
+    a->grad_scale = 1.0;
+    if (reduction == CYSM_REDUCTION_MEAN) /* a zero total weight: NaN (as PyTorch) */
+        a->grad_scale = denominator != 0 ? 1.0 / denominator : NAN;
+    a->grad_offset = NULL;
+    if (eps > 0 && a->grad) {
+        for (ptrdiff_t c = 0; c < C; c++) {
+            const double off = a->grad_scale * spread * (a->weight ? a->weight[c] : 1.0);
+            if (is_f64) {
+                ((double *)offset_buf)[c] = off;
+            } else {
+                ((float *)offset_buf)[c] = (float)off;
+            }
+        }
+        a->grad_offset = offset_buf;
+    }
 }
 
 int cysm_openmp_enabled(void)

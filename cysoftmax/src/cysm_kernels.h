@@ -17,7 +17,17 @@
 extern "C" {
 #endif
 
-/* Arguments of one softmax cross-entropy call (float32 and float64 flavours).
+/* Rows with at most this many classes are processed a vector of rows at a time;
+ * a block of such rows holds a multiple of CYSM_ROW_ALIGN rows (the widest vector
+ * of rows: 64 bytes of float32).  The Cython layer reads both from here. */
+#define CYSM_SMALL_C 16
+#define CYSM_ROW_ALIGN 16
+
+/* Reductions of the row losses. */
+enum { CYSM_REDUCTION_NONE = 0, CYSM_REDUCTION_MEAN = 1, CYSM_REDUCTION_SUM = 2 };
+
+/* Arguments of one softmax cross-entropy call, for either precision (scores,
+ * grad and grad_offset hold float or double, as the kernel called):
  *
  *   scores       (n_rows, n_classes), C-contiguous
  *   grad         (n_rows, n_classes), C-contiguous, or NULL for the loss only;
@@ -26,58 +36,57 @@ extern "C" {
  *                a buffer owned by the call (validated, and never written by
  *                anyone while the kernels run: they index scores and weight with it)
  *   weight       (n_classes,) class weights owned by the call, or NULL for all ones
- *   grad_offset  (n_classes,) grad_scale * smoothing / n_classes * weight[k];
- *                read only when smoothing > 0
- *   smooth_weight  smoothing / n_classes * (sum of the class weights), computed so
- *                that it does not overflow for huge finite weights; 0 without smoothing
  *   smoothing    label smoothing epsilon in [0, 1]
+ * and the gradient's coefficients, set by cysm_sce_coefficients:
  *   grad_scale   factor applied to every gradient row (1/denominator for "mean")
+ *   smooth_weight  smoothing / n_classes * (sum of the class weights), formed so
+ *                that it does not overflow for huge finite weights; 0 without smoothing
+ *   grad_offset  (n_classes,) grad_scale * smoothing / n_classes * weight[k];
+ *                read only when smoothing > 0 and grad is not NULL
  */
-#define CYSM_DECLARE_ARGS(REAL, SUFFIX)                                          \
-    typedef struct {                                                             \
-        const REAL *scores;                                                      \
-        REAL *grad;                                                              \
-        const int64_t *labels;                                                   \
-        ptrdiff_t n_classes;                                                     \
-        int64_t ignore_index;                                                    \
-        const double *weight;                                                    \
-        const REAL *grad_offset;                                                 \
-        double smooth_weight;                                                    \
-        double smoothing;                                                        \
-        double grad_scale;                                                       \
-    } cysm_sce_args_##SUFFIX;
+typedef struct {
+    const void *scores;
+    void *grad;
+    const int64_t *labels;
+    ptrdiff_t n_classes;
+    int64_t ignore_index;
+    const double *weight;
+    double smoothing;
+    double grad_scale;
+    double smooth_weight;
+    const void *grad_offset;
+} cysm_sce_args;
 
-CYSM_DECLARE_ARGS(float, f32)
-CYSM_DECLARE_ARGS(double, f64)
+/* Fills the coefficients of `a` (see above) from its other fields, the reduction
+ * and the "mean" denominator (the summed weight of the non-ignored rows; a
+ * denominator of 0 makes the mean's gradient NaN, as PyTorch).  offset_buf holds
+ * n_classes items of the precision: the smoothing offsets are written there. */
+void cysm_sce_coefficients(cysm_sce_args *a, int is_f64, int reduction, double denominator,
+                           void *offset_buf);
 
 /* Loss (+ gradient) of rows [r0, r1).  row_loss (indexed by absolute row) may be
- * NULL; *loss_sum receives the sum of the row losses, added in row order. */
-typedef void (*cysm_sce_f32_fn)(const cysm_sce_args_f32 *args, ptrdiff_t r0,
-                                ptrdiff_t r1, double *row_loss, double *loss_sum);
-typedef void (*cysm_sce_f64_fn)(const cysm_sce_args_f64 *args, ptrdiff_t r0,
-                                ptrdiff_t r1, double *row_loss, double *loss_sum);
+ * NULL; *loss_sum receives the sum of the row losses. */
+typedef void (*cysm_sce_fn)(const cysm_sce_args *args, ptrdiff_t r0, ptrdiff_t r1,
+                            double *row_loss, double *loss_sum);
 
-/* softmax (log_space = 0) or log_softmax (log_space = 1) of rows [r0, r1);
- * out may be the same buffer as x. */
-typedef void (*cysm_softmax_f32_fn)(const float *x, float *out, ptrdiff_t n_classes,
-                                    ptrdiff_t r0, ptrdiff_t r1, int log_space);
-typedef void (*cysm_softmax_f64_fn)(const double *x, double *out, ptrdiff_t n_classes,
-                                    ptrdiff_t r0, ptrdiff_t r1, int log_space);
+/* softmax (log_space = 0) or log_softmax (log_space = 1) of rows [r0, r1) of a
+ * C-contiguous array of float or double; out may be the same buffer as x. */
+typedef void (*cysm_softmax_fn)(const void *x, void *out, ptrdiff_t n_classes, ptrdiff_t r0,
+                                ptrdiff_t r1, int log_space);
 
+/* One instruction-set target: its name, vector width, whether the running CPU
+ * can execute it, and its kernels indexed by precision (0 float32, 1 float64). */
 typedef struct {
     const char *name;
     int vector_bytes;
-    cysm_sce_f32_fn sce_f32;
-    cysm_sce_f64_fn sce_f64;
-    cysm_softmax_f32_fn softmax_f32;
-    cysm_softmax_f64_fn softmax_f64;
+    int (*supported)(void);
+    cysm_sce_fn sce[2];
+    cysm_softmax_fn softmax[2];
 } cysm_kernel_table;
 
-/* Targets compiled into this build, baseline first.  cysm_target_supported(i)
- * tells whether the running CPU can execute target i. */
+/* Targets compiled into this build, baseline first. */
 int cysm_n_targets(void);
 const cysm_kernel_table *cysm_target(int i);
-int cysm_target_supported(int i);
 
 /* 1 when the extension was compiled with OpenMP, else 0. */
 int cysm_openmp_enabled(void);

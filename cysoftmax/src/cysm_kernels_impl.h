@@ -56,7 +56,7 @@
 #define VREAL FN(vreal)
 #define VINT FN(vint)
 #define VACC FN(vacc)
-#define ARGS CYSM_CAT(cysm_sce_args, PREC)
+#define ARGS cysm_sce_args
 
 typedef REAL VREAL __attribute__((vector_size(CYSM_VBYTES)));
 typedef RINT VINT __attribute__((vector_size(CYSM_VBYTES)));
@@ -402,7 +402,7 @@ static double FN(sce_row)(const ARGS *a, const REAL *f, REAL *g, int64_t y, cons
         const VREAL coef = (VREAL){0} + res.coef;
         ptrdiff_t k = 0;
         if (smooth) {
-            const REAL *off = a->grad_offset;
+            const REAL *off = (const REAL *)a->grad_offset;
             for (; k + NL <= C; k += NL)
                 FN(store)(g + k, FN(load)(g + k) * coef - FN(load)(off + k));
             for (; k < C; k++) g[k] = g[k] * res.coef - off[k];
@@ -529,7 +529,7 @@ static inline __attribute__((always_inline)) void
     int64_t lab_tail[NL];
     for (ptrdiff_t g0 = r0; g0 < r1; g0 += NL) {
         const int nv = (int)(r1 - g0 < NL ? r1 - g0 : NL);
-        const REAL *fb = a->scores + g0 * C;
+        const REAL *fb = (const REAL *)a->scores + g0 * C;
         if (nv == NL) {
             for (int l = 0; l < NL; l++)
                 for (ptrdiff_t k = 0; k < C; k++) T[k][l] = fb[l * C + k];
@@ -609,11 +609,11 @@ static inline __attribute__((always_inline)) void
             const VREAL gy = FN(narrow)(gy_h[0], gy_h[NH - 1]);
             for (ptrdiff_t k = 0; k < C; k++) {
                 VREAL gk = E[k] * coef;
-                if (smooth) gk -= a->grad_offset[k];
+                if (smooth) gk -= ((const REAL *)a->grad_offset)[k];
                 gk = FN(select)(kv == (RINT)k, gy, gk);
                 E[k] = FN(zero_where)(ignv, gk);
             }
-            REAL *g = a->grad + g0 * C;
+            REAL *g = (REAL *)a->grad + g0 * C;
             for (int l = 0; l < nv; l++)
                 for (ptrdiff_t k = 0; k < C; k++) g[l * C + k] = E[k][l];
         }
@@ -644,12 +644,13 @@ static void FN(sce_rows)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_
         FN(sce_small)(a, r0, r1, row_loss, loss_sum);
         return;
     }
+    const REAL *scores = (const REAL *)a->scores;
     double sum = 0.0;
     for (ptrdiff_t i = r0; i < r1; i++) {
         const int last = i + 1 == r1;
-        REAL *g = a->grad ? a->grad + i * C : NULL;
-        const double loss = FN(sce_row)(a, a->scores + i * C, g, a->labels[i],
-                                        last ? NULL : a->scores + (i + 1) * C,
+        REAL *g = a->grad ? (REAL *)a->grad + i * C : NULL;
+        const double loss = FN(sce_row)(a, scores + i * C, g, a->labels[i],
+                                        last ? NULL : scores + (i + 1) * C,
                                         (last || !g) ? NULL : g + C);
         if (row_loss) row_loss[i] = loss;
         sum += loss;
@@ -657,9 +658,11 @@ static void FN(sce_rows)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_
     *loss_sum = sum;
 }
 
-static void FN(softmax_rows)(const REAL *x, REAL *out, ptrdiff_t C, ptrdiff_t r0, ptrdiff_t r1,
-                             int log_space)
+static void FN(softmax_rows)(const void *x_, void *out_, ptrdiff_t C, ptrdiff_t r0,
+                             ptrdiff_t r1, int log_space)
 {
+    const REAL *x = (const REAL *)x_;
+    REAL *out = (REAL *)out_;
     for (ptrdiff_t i = r0; i < r1; i++) {
         const REAL *f = x + i * C;
         REAL *o = out + i * C;
