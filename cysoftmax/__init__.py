@@ -14,7 +14,7 @@ softmax, log_softmax   row-wise (log-)probabilities
 Built on them
 -------------
 linear_softmax_loss, two_layer_softmax_loss   model losses and gradients
-SoftmaxClassifier, TwoLayerNet                estimators trained by gradient descent
+SoftmaxClassifier, TwoLayerNet                estimators (L-BFGS or gradient descent)
 datasets.spiral                               the case study's 2-D spiral
 (``python -m cysoftmax.casestudy`` reruns the case study; ``python -m cysoftmax.bench`` times it all)
 """
@@ -26,6 +26,8 @@ with _openmp_env.passive_wait_unless_configured():
 from . import datasets
 from ._api import cross_entropy, log_softmax, softmax, softmax_cross_entropy
 from .models import (
+    ConvergenceWarning,
+    DataConversionWarning,
     NotFittedError,
     SoftmaxClassifier,
     TwoLayerNet,
@@ -77,6 +79,8 @@ __all__ = [
     "SoftmaxClassifier",
     "TwoLayerNet",
     "NotFittedError",
+    "ConvergenceWarning",
+    "DataConversionWarning",
     "datasets",
     "simd_target",
     "build_info",

@@ -648,8 +648,8 @@ def casestudy_entry(iterations: int, repeats: int) -> Dict[str, Any]:
     X, y = spiral(n_per_class=100, n_classes=3, noise=0.2, seed=seed)
 
     def ours() -> np.ndarray:
-        net = cysoftmax.TwoLayerNet(hidden_size=hidden, reg=reg, learning_rate=step,
-                                    max_iter=iterations, seed=seed)
+        net = cysoftmax.TwoLayerNet(solver="sgd", hidden_size=hidden, reg=reg,
+                                    learning_rate=step, max_iter=iterations, random_state=seed)
         return np.asarray(net.fit(X, y).loss_history_)
 
     def notes() -> np.ndarray:

@@ -195,8 +195,9 @@ def run(seed=DEFAULT_SEED, *, verbose=True, linear_iterations=None, two_layer_it
         print(f"Linear softmax classifier: step size {STEP_SIZE}, reg {REG}, "
               f"{linear_iterations} iterations", flush=True)
 
-    linear = SoftmaxClassifier(reg=REG, learning_rate=STEP_SIZE, max_iter=linear_iterations,
-                               seed=seed, verbose=10 if verbose else 0)
+    linear = SoftmaxClassifier(solver="sgd", reg=REG, learning_rate=STEP_SIZE,
+                               max_iter=linear_iterations, random_state=seed,
+                               verbose=10 if verbose else 0)
     t0 = time.perf_counter()
     linear.fit(X, y)
     out["linear_seconds"] = time.perf_counter() - t0
@@ -207,8 +208,8 @@ def run(seed=DEFAULT_SEED, *, verbose=True, linear_iterations=None, two_layer_it
         print(f"2-layer ReLU network: {HIDDEN_SIZE} hidden units, step size {STEP_SIZE}, "
               f"reg {REG}, {two_layer_iterations} iterations", flush=True)
 
-    net = TwoLayerNet(hidden_size=HIDDEN_SIZE, reg=REG, learning_rate=STEP_SIZE,
-                      max_iter=two_layer_iterations, seed=seed,
+    net = TwoLayerNet(solver="sgd", hidden_size=HIDDEN_SIZE, reg=REG, learning_rate=STEP_SIZE,
+                      max_iter=two_layer_iterations, random_state=seed,
                       verbose=1000 if verbose else 0)
     t0 = time.perf_counter()
     net.fit(X, y)

@@ -1,14 +1,18 @@
-"""Softmax classifiers trained by gradient descent, after the CS231n case study.
+"""Softmax classifiers after the CS231n case study: losses, gradients and estimators.
 
 * :func:`linear_softmax_loss` -- loss and gradients of ``scores = X @ W + b``
   with L2 regularisation, the building block of a linear softmax classifier.
 * :func:`two_layer_softmax_loss` -- the same for
   ``scores = relu(X @ W1 + b1) @ W2 + b2``.
-* :class:`SoftmaxClassifier` and :class:`TwoLayerNet` -- estimators with the
-  scikit-learn conventions (``fit``/``predict``/``predict_proba``/``score``,
-  ``get_params``/``set_params``) trained by (minibatch) gradient descent.
-  scikit-learn, when installed, recognises them as classifiers
-  (``is_classifier``, ``cross_val_score``, ``clone``); it is not a dependency.
+* :class:`SoftmaxClassifier` and :class:`TwoLayerNet` -- estimators with
+  scikit-learn's conventions (``fit``/``predict``/``predict_proba``/
+  ``decision_function``/``score``, ``get_params``/``set_params``, its input
+  checks and messages) that pass ``sklearn.utils.estimator_checks.
+  check_estimator``. They train with L-BFGS (``solver="lbfgs"``, the default;
+  needs SciPy) or with the notes' (minibatch) gradient descent
+  (``solver="sgd"``). scikit-learn is not a dependency: when installed, it
+  recognises them as classifiers (``is_classifier``, ``cross_val_score``,
+  ``clone``).
 
 In every case the loss of the output layer and its gradient with respect to
 the scores come from the compiled kernel
@@ -25,7 +29,6 @@ each weight matrix (biases are not regularised) and the gradient ``reg * W``.
 from __future__ import annotations
 
 import inspect
-import numbers
 import warnings
 
 import numpy as np
@@ -34,8 +37,13 @@ import numpy as np
 # ``cysoftmax/__init__.py`` is still running (it re-exports names from here).
 import cysoftmax as _core
 from cysoftmax import _validation
+from cysoftmax import _solvers
+from cysoftmax import _estimator_checks as _v
+from cysoftmax._estimator_checks import ConvergenceWarning, DataConversionWarning, NotFittedError
 
 __all__ = [
+    "ConvergenceWarning",
+    "DataConversionWarning",
     "NotFittedError",
     "SoftmaxClassifier",
     "TwoLayerNet",
@@ -44,10 +52,6 @@ __all__ = [
 ]
 
 _LOSS_OPTIONS = ("reduction", "weight", "ignore_index", "label_smoothing", "num_threads")
-
-
-class NotFittedError(ValueError, AttributeError):
-    """Raised when an estimator is used for prediction before ``fit``."""
 
 
 # --------------------------------------------------------------------------
@@ -82,14 +86,6 @@ def _check_X(X, *, dtype=np.float64, name="X"):
     return arr
 
 
-def _check_lengths(X, y):
-    if y.shape[0] != X.shape[0]:
-        raise ValueError(
-            "X and y have inconsistent numbers of samples: "
-            f"X has {X.shape[0]} rows, y has {y.shape[0]} labels"
-        )
-
-
 def _check_labels(y, X):
     """Return ``y`` as a 1-D array of class indices for the kernel (the loss functions).
 
@@ -107,7 +103,7 @@ def _check_labels(y, X):
         raise TypeError(
             f"y must hold integer class indices 0 .. n_classes - 1, got dtype {arr.dtype}"
         )
-    _check_lengths(X, arr)
+    _v.check_lengths(X, arr)
     return np.ascontiguousarray(arr)
 
 
@@ -120,115 +116,6 @@ def _kernel_loss(S, y, options):
         if msg.startswith("labels"):
             raise type(exc)("y" + msg[len("labels"):]) from None
         raise
-
-
-def _label_category(value):
-    """``"number"``, ``"string"`` or ``"bytes"`` for one label; None if it is none of them."""
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bytes):
-        return "bytes"
-    if isinstance(value, (numbers.Number, np.bool_)):
-        return "number"
-    return None
-
-
-_A_LABEL = {"number": "a number", "string": "a string", "bytes": "bytes"}
-
-_CATEGORY_OF_KIND = {"b": "number", "i": "number", "u": "number", "f": "number",
-                     "c": "number", "U": "string", "S": "bytes"}
-
-
-def _check_label_values(y, name="y"):
-    """Return ``(labels, category)``: ``y`` as a 1-D array of labels of one kind.
-
-    The labels must be all numbers, all strings or all bytes, and finite.
-    ``np.asarray`` would silently turn ``[0, "a", 1]`` into the strings
-    ``["0", "a", "1"]``, so sequences that NumPy turns into strings, and
-    object arrays, are checked element by element.
-    """
-    _refuse_masked(y, name)
-    try:
-        arr = np.asarray(y)
-    except (TypeError, ValueError) as exc:  # e.g. ragged nested sequences
-        raise ValueError(f"{name} must be a 1-D array of labels: {exc}") from None
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of labels, got shape {arr.shape}")
-    kind = arr.dtype.kind
-    if kind in "US" and isinstance(y, np.ndarray):
-        return arr, _CATEGORY_OF_KIND[kind]
-    if kind in "OUS":
-        items = arr if kind == "O" else np.asarray(y, dtype=object).reshape(-1)
-        category, first = None, None
-        for i, v in enumerate(items):
-            c = _label_category(v)
-            if c is None:
-                raise TypeError(
-                    f"{name} must hold numbers or strings (class labels), got "
-                    f"{name}[{i}] = {v!r} of type {type(v).__name__}"
-                )
-            if category is None:
-                category, first = c, i
-            elif c != category:
-                raise TypeError(
-                    f"{name} mixes label types: {name}[{first}] = {items[first]!r} is "
-                    f"{_A_LABEL[category]} but {name}[{i}] = {v!r} is {_A_LABEL[c]}; "
-                    "use labels of one type"
-                )
-        if kind != "O":
-            return arr, category
-        if category != "number":  # strings or bytes, or empty: kept as an object array
-            return arr, category or "number"
-        arr = np.array(arr.tolist())  # numbers: a numeric array (object for huge ints)
-        kind = arr.dtype.kind
-    if kind not in _CATEGORY_OF_KIND and kind != "O":
-        raise TypeError(
-            f"{name} must hold numbers or strings (class labels), got dtype {arr.dtype}"
-        )
-    if kind in "fc" and not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinity")
-    return arr, _CATEGORY_OF_KIND.get(kind, "number")
-
-
-def _encode_targets(y, X):
-    """Map arbitrary labels to indices 0..C-1; return ``(classes, indices)``."""
-    arr, _ = _check_label_values(y)
-    _check_lengths(X, arr)
-    classes, indices = np.unique(arr, return_inverse=True)
-    if classes.shape[0] < 2:
-        raise ValueError(
-            f"y must contain at least 2 classes, got {classes.shape[0]}: {classes.tolist()}"
-        )
-    return classes, np.ascontiguousarray(indices.reshape(-1), dtype=np.intp)
-
-
-def _check_reg(reg):
-    if isinstance(reg, bool) or not isinstance(reg, numbers.Real):
-        raise TypeError(f"reg must be a real number, got {type(reg).__name__}")
-    reg = float(reg)
-    if not np.isfinite(reg) or reg < 0:
-        raise ValueError(f"reg must be finite and >= 0, got {reg!r}")
-    return reg
-
-
-def _check_positive_int(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        kind = "an int or None" if allow_none else "an int"
-        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _check_positive_real(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return value
 
 
 def _check_loss_options(options):
@@ -438,7 +325,7 @@ def linear_softmax_loss(W, X, y, b=None, reg=0.0, **loss_options):
     n_classes = W.shape[1]
     b, b_shape = _check_bias("b", b, n_classes, dtype)
     y = _check_labels(y, X)
-    reg = _check_reg(reg)
+    reg = _v.check_reg(reg)
 
     ws = _LinearWorkspace(X.shape[0], n_features, n_classes, dtype)
     loss = ws.loss_grad(X, y, W, b, reg, options)
@@ -490,7 +377,7 @@ def two_layer_softmax_loss(W1, b1, W2, b2, X, y, reg=0.0, **loss_options):
     b1, b1_shape = _check_bias("b1", b1, n_hidden, dtype)
     b2, b2_shape = _check_bias("b2", b2, n_classes, dtype)
     y = _check_labels(y, X)
-    reg = _check_reg(reg)
+    reg = _v.check_reg(reg)
 
     A1 = np.vstack([W1, np.zeros(n_hidden, dtype) if b1 is None else b1])
     ws = _TwoLayerWorkspace(X.shape[0], X.shape[1], n_hidden, n_classes, dtype)
@@ -506,7 +393,7 @@ def two_layer_softmax_loss(W1, b1, W2, b2, X, y, reg=0.0, **loss_options):
 
 
 class _SoftmaxEstimator:
-    """Shared machinery: parameters, validation, the training loop, prediction."""
+    """Shared machinery: parameters, validation, the solvers, prediction."""
 
     _fitted_attribute = "classes_"
 
@@ -535,9 +422,9 @@ class _SoftmaxEstimator:
             input_tags=InputTags(),
         )
 
-    def _set_fitted(self, weights):
-        for name, value in weights.items():
-            setattr(self, name, value)
+    def __sklearn_is_fitted__(self):
+        """Whether ``fit`` has completed (read by ``sklearn.utils.validation.check_is_fitted``)."""
+        return hasattr(self, self._fitted_attribute)
 
     # -- parameters (scikit-learn protocol) --------------------------------
 
@@ -547,11 +434,33 @@ class _SoftmaxEstimator:
         return [p.name for p in sig.parameters.values() if p.name != "self"]
 
     def get_params(self, deep=True):
-        """Constructor parameters as a dict (``deep`` is accepted and ignored)."""
+        """Constructor parameters as a dict.
+
+        Parameters
+        ----------
+        deep : bool, default True
+            Accepted for scikit-learn compatibility and ignored (no parameter
+            is itself an estimator).
+
+        Returns
+        -------
+        dict
+            Parameter name to value, in the constructor's order.
+        """
         return {name: getattr(self, name) for name in self._get_param_names()}
 
     def set_params(self, **params):
-        """Set constructor parameters; returns ``self``. Takes effect at the next ``fit``."""
+        """Set constructor parameters; they take effect at the next ``fit``.
+
+        Parameters
+        ----------
+        **params
+            Parameter names and their new values.
+
+        Returns
+        -------
+        self
+        """
         valid = self._get_param_names()
         for name, value in params.items():
             if name not in valid:
@@ -569,89 +478,175 @@ class _SoftmaxEstimator:
     def _training_matrix(self, X):
         return X
 
+    def _random_state(self):
+        """``(value, name)`` of the seed of this fit: ``random_state``, or the deprecated ``seed``."""
+        if isinstance(self.seed, str) and self.seed == "deprecated":
+            return self.random_state, "random_state"
+        if self.random_state is not None:
+            raise ValueError(
+                "seed and random_state are both set; seed is the deprecated name of "
+                "random_state: set random_state only"
+            )
+        warnings.warn(
+            "seed was renamed random_state and will be removed in a future release; "
+            f"use {type(self).__name__}(random_state=...) instead",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return self.seed, "seed"
+
     def _check_common_params(self):
+        batch_size = _v.check_positive_int("batch_size", self.batch_size, allow_none=True)
         return dict(
-            reg=_check_reg(self.reg),
-            learning_rate=_check_positive_real("learning_rate", self.learning_rate),
-            max_iter=_check_positive_int("max_iter", self.max_iter),
-            batch_size=_check_positive_int("batch_size", self.batch_size, allow_none=True),
-            verbose=_check_verbose(self.verbose),
+            solver=_v.check_solver(self.solver, batch_size),
+            reg=_v.check_reg(self.reg),
+            learning_rate=_v.check_positive_real("learning_rate", self.learning_rate),
+            max_iter=_v.check_positive_int("max_iter", self.max_iter),
+            batch_size=batch_size,
+            tol=_v.check_tol(self.tol),
+            verbose=_v.check_verbose(self.verbose),
         )
 
     # -- training ------------------------------------------------------------
 
     def fit(self, X, y):
-        """Train from scratch on ``X`` (n_samples, n_features) and labels ``y``.
+        """Train from scratch.
 
-        ``y`` may hold numbers (ints, floats, bools) or strings, but not a
-        mix of the two (``TypeError``; NumPy would silently turn ``[0, "a"]``
-        into strings) and not ``None`` or NaN. The distinct labels are stored
-        sorted in ``classes_``. Returns ``self``.
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Finite real numbers; dense (a sparse matrix raises ``TypeError``).
+        y : array-like of shape (n_samples,)
+            Class labels: numbers (ints, bools, or floats with integral
+            values) or strings, but not a mix of the two (``TypeError``;
+            NumPy would silently turn ``[0, "a"]`` into strings), not
+            continuous values (``ValueError`` "Unknown label type:
+            continuous"), not ``None`` or NaN. At least two classes. A column
+            vector of shape (n_samples, 1) is raveled with a
+            :class:`DataConversionWarning`.
+
+        Returns
+        -------
+        self
+            Fitted: the distinct labels are stored sorted in ``classes_``.
         """
+        name = type(self).__name__
         params = self._check_params()
-        X = _check_X(X)
-        classes, y_idx = _encode_targets(y, X)
-        rng = _make_rng(self.seed)
-        n_features = X.shape[1]
-        weights = self._init_parameters(n_features, classes.shape[0], params, rng)
-        n_rows = X.shape[0] if params["batch_size"] is None else min(params["batch_size"], X.shape[0])
-        step = self._make_step(weights, n_rows, n_features, classes.shape[0], params)
-        history = _train(step, self._training_matrix(X), y_idx, params, rng,
-                         type(self).__name__)
-        _warn_if_diverged(history, type(self).__name__)
+        random_state, rs_name = self._random_state()
+        X = _v.check_X(X)
+        classes, y_idx = _v.encode_targets(y, X, name)
+        rng = _v.make_rng(random_state, rs_name)
+        n_features, n_classes = X.shape[1], classes.shape[0]
+        weights = self._init_parameters(n_features, n_classes, params, rng)
+        X_train = self._training_matrix(X)
+        if params["solver"] == "sgd":
+            n_rows = X.shape[0] if params["batch_size"] is None else min(params["batch_size"],
+                                                                         X.shape[0])
+            step = self._make_step(weights, n_rows, n_features, n_classes, params)
+            history = _solvers.gradient_descent(step, X_train, y_idx, params, rng, name)
+            _warn_if_diverged(history, name)
+        else:
+            theta0, loss_grad = self._make_loss_grad(weights, X_train, y_idx, n_classes, params)
+            theta, history = _solvers.lbfgs(loss_grad, theta0, params, name)
+            weights["_theta"][:] = theta  # the fitted weights are views of it
+        del weights["_theta"]
         # only a completed fit replaces the fitted state
         self._set_fitted(weights)
         self.classes_ = classes
-        self.n_features_in_ = X.shape[1]
+        self.n_features_in_ = n_features
         self.loss_history_ = history
         self.n_iter_ = history.shape[0]
         return self
+
+    def _set_fitted(self, weights):
+        for name, value in weights.items():
+            setattr(self, name, value)
 
     # -- prediction ----------------------------------------------------------
 
     def _check_is_fitted(self, method):
         if not hasattr(self, self._fitted_attribute):
-            raise NotFittedError(
+            raise _v.sklearn_compatible(NotFittedError)(
                 f"This {type(self).__name__} instance is not fitted yet; call "
                 f"'fit' with appropriate arguments before using '{method}'."
             )
 
     def _check_predict_X(self, X, method):
         self._check_is_fitted(method)
-        X = _check_X(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} was "
-                f"fitted with {self.n_features_in_} features"
-            )
+        X = _v.check_X(X)
+        _v.check_n_features(X, self.n_features_in_, type(self).__name__)
         return X
 
     def decision_function(self, X):
-        """Class scores (logits), shape (n_samples, n_classes), columns in ``classes_`` order."""
+        """Class scores (logits) of the rows of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), or (n_samples,) for two classes
+            Columns in ``classes_`` order. With two classes, scikit-learn's
+            convention: one score per row, ``scores[:, 1] - scores[:, 0]``,
+            positive where ``classes_[1]`` is predicted.
+        """
         X = self._check_predict_X(X, "decision_function")
-        return self._scores(X)
+        scores = self._scores(X)
+        if scores.shape[1] == 2:
+            return scores[:, 1] - scores[:, 0]
+        return scores
 
     def predict_proba(self, X):
-        """Class probabilities ``softmax(scores)``; each row sums to 1."""
+        """Class probabilities ``softmax(scores)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Columns in ``classes_`` order; each row sums to 1.
+        """
         X = self._check_predict_X(X, "predict_proba")
         scores = self._scores(X)
         return _core.softmax(scores, out=scores)
 
     def predict(self, X):
-        """The most probable class label for each row of ``X``."""
+        """The most probable class label of each row of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+        """
         X = self._check_predict_X(X, "predict")
         return self.classes_[np.argmax(self._scores(X), axis=1)]
 
     def score(self, X, y):
         """Mean accuracy of ``predict(X)`` against ``y``.
 
-        ``y`` must hold labels of the kind seen in ``fit`` (numbers, or
-        strings): string labels never equal numeric predictions, so a
-        mismatch raises ``TypeError`` instead of scoring 0.
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Labels of the kind seen in ``fit`` (numbers, or strings): string
+            labels never equal numeric predictions, so a mismatch raises
+            ``TypeError`` instead of scoring 0.
+
+        Returns
+        -------
+        float
+            The fraction of rows predicted correctly.
         """
         pred = self.predict(X)
-        y, category = _check_label_values(y)
-        fitted_category = _check_label_values(self.classes_, "classes_")[1]
+        y, category = _v.check_label_values(y)
+        fitted_category = _v.check_label_values(self.classes_, "classes_")[1]
         if category != fitted_category and y.shape[0]:
             raise TypeError(
                 f"y holds {category} labels but the estimator was fitted on "
@@ -665,68 +660,6 @@ class _SoftmaxEstimator:
         return float(np.mean(pred == y))
 
 
-def _check_verbose(verbose):
-    if isinstance(verbose, (bool, np.bool_)):
-        return int(verbose)
-    if not isinstance(verbose, numbers.Integral):
-        raise TypeError(f"verbose must be an int >= 0, got {type(verbose).__name__} {verbose!r}")
-    if verbose < 0:
-        raise ValueError(f"verbose must be an int >= 0, got {verbose!r}")
-    return int(verbose)
-
-
-def _make_rng(seed):
-    """``numpy.random.default_rng(seed)``, its errors naming ``seed``."""
-    if isinstance(seed, (bool, np.bool_)):
-        raise TypeError(
-            "seed must be None, an int >= 0, a SeedSequence or a Generator, got a bool"
-        )
-    try:
-        return np.random.default_rng(seed)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(
-            "seed must be None, an int >= 0, a SeedSequence or a Generator, "
-            f"got {seed!r} ({exc})"
-        ) from None
-
-
-def _train(step, X, y, params, rng, name):
-    """Run ``max_iter`` iterations (full batch) or epochs (minibatch).
-
-    ``step(Xb, yb)`` performs one update and returns the loss before it.
-    Returns the loss history: per iteration for full-batch training, the
-    row-weighted mean of the minibatch losses of each epoch otherwise.
-    """
-    n = X.shape[0]
-    max_iter, verbose = params["max_iter"], params["verbose"]
-    batch = params["batch_size"]
-    history = np.empty(max_iter, dtype=np.float64)
-    unit = "iteration"
-    if batch is None or batch >= n:
-        for it in range(max_iter):
-            history[it] = step(X, y)
-            if verbose and it % verbose == 0:
-                print(f"{name} {unit} {it}: loss {history[it]:.6f}", flush=True)
-        return history
-
-    unit = "epoch"
-    Xb = np.empty((batch, X.shape[1]), dtype=X.dtype)
-    yb = np.empty(batch, dtype=y.dtype)
-    for epoch in range(max_iter):
-        order = rng.permutation(n)
-        total = 0.0
-        for start in range(0, n, batch):
-            idx = order[start : start + batch]
-            m = idx.shape[0]
-            np.take(X, idx, axis=0, out=Xb[:m])
-            np.take(y, idx, out=yb[:m])
-            total += step(Xb[:m], yb[:m]) * m
-        history[epoch] = total / n
-        if verbose and epoch % verbose == 0:
-            print(f"{name} {unit} {epoch}: loss {history[epoch]:.6f}", flush=True)
-    return history
-
-
 def _warn_if_diverged(history, name):
     if not np.isfinite(history[-1]):
         warnings.warn(
@@ -737,70 +670,109 @@ def _warn_if_diverged(history, name):
         )
 
 
-class SoftmaxClassifier(_SoftmaxEstimator):
-    """Linear softmax classifier ``scores = X @ W + b`` trained by gradient descent.
+_COMMON_PARAMETERS = """\
+    max_iter : int, default 200
+        ``solver="lbfgs"``: the most L-BFGS iterations. ``solver="sgd"``:
+        the number of full-batch gradient steps, or of epochs (passes over
+        the data) when ``batch_size`` is set.
+    batch_size : int or None, default None
+        ``solver="sgd"`` only (``"lbfgs"`` needs None). ``None`` is full-batch
+        gradient descent. An int switches to minibatch SGD: each epoch visits
+        the rows in a fresh random order (drawn from ``random_state``) in
+        batches of this size (the last may be smaller; a size larger than the
+        data means full batch).
+    random_state : None, int, numpy.random.Generator, numpy.random.RandomState \
+or numpy.random.SeedSequence, default None
+        Source of the initial weights and of the minibatch order. An int (or
+        a ``SeedSequence``) seeds ``numpy.random.default_rng``, so every fit
+        gives the same model; ``None`` gives fresh randomness; a
+        ``Generator`` or ``RandomState`` is used as given and advanced by
+        each fit.
+    verbose : int, default 0
+        When > 0, print the loss every ``verbose`` iterations (epochs).
+    solver : {"lbfgs", "sgd"}, default "lbfgs"
+        ``"lbfgs"``: SciPy's L-BFGS-B on the loss and gradient from the
+        compiled kernel (needs SciPy). ``"sgd"``: (minibatch) gradient
+        descent with step ``learning_rate``, the case study's loop (NumPy
+        only).
+    tol : float, default 1e-4
+        ``solver="lbfgs"`` only: stop when no gradient component exceeds
+        ``tol`` in absolute value (L-BFGS-B also stops when an iteration
+        lowers the loss by a relative 2.2e-9 or less, SciPy's default).
+        ``solver="sgd"`` always runs ``max_iter`` iterations.
+    seed : deprecated
+        The former name of ``random_state``; still accepted, with a
+        ``FutureWarning`` at ``fit``, and to be removed in a future release.
+        Setting both is an error."""
 
-    The first model of the CS231n case study. Each iteration computes the
-    loss and gradients with the compiled kernel (see
-    :func:`linear_softmax_loss`) and takes the step ``W -= learning_rate *
-    dW``, ``b -= learning_rate * db``. Weights start at ``0.01 *
-    standard_normal``, biases at zero.
+_COMMON_ATTRIBUTES = """\
+    classes_ : ndarray of shape (n_classes,)
+        Sorted distinct labels seen in ``fit``.
+    n_features_in_ : int
+        Number of columns of the ``X`` given to ``fit``.
+    loss_history_ : ndarray of shape (n_iter_,)
+        Loss (data + regularisation) before each update; for minibatch
+        training, the mean minibatch loss of each epoch.
+    n_iter_ : int
+        Iterations (epochs) run: ``max_iter`` for ``solver="sgd"``, at most
+        ``max_iter`` for ``solver="lbfgs"``."""
+
+
+class SoftmaxClassifier(_SoftmaxEstimator):
+    """Linear softmax classifier ``scores = X @ W + b``.
+
+    The first model of the CS231n case study. It minimises the mean softmax
+    cross-entropy plus ``0.5 * reg * sum(W**2)``, whose value and gradients
+    come from the compiled kernel (see :func:`linear_softmax_loss`), with
+    L-BFGS (the default) or with the notes' gradient descent
+    (``solver="sgd"``: ``W -= learning_rate * dW``, ``b -= learning_rate *
+    db``). Weights start at ``0.01 * standard_normal``, biases at zero.
 
     Parameters
     ----------
     reg : float, default 1e-3
         L2 strength: the loss gets ``0.5 * reg * sum(W**2)``.
     learning_rate : float, default 1.0
-        Step size, > 0.
-    max_iter : int, default 200
-        Full-batch gradient steps, or epochs (passes over the data) when
-        ``batch_size`` is set.
-    batch_size : int or None, default None
-        ``None`` is full-batch gradient descent. An int switches to minibatch
-        SGD: each epoch visits the rows in a fresh random order (drawn from
-        the seeded generator) in batches of this size (the last may be
-        smaller; a size larger than the data means full batch).
-    seed : None, int, numpy.random.SeedSequence or numpy.random.Generator
-        Seeds ``numpy.random.default_rng`` for the initial weights and the
-        minibatch order. An int gives the same model on every fit; ``None``
-        gives fresh randomness; a ``Generator`` is advanced by each fit.
-    verbose : int, default 0
-        When > 0, print the loss every ``verbose`` iterations (epochs).
+        ``solver="sgd"`` only: the step size, > 0. 1.0 is the case study's
+        full-batch step; other data may need a smaller one.
+{common}
 
     Attributes
     ----------
     W_ : ndarray of shape (n_features, n_classes)
         Weights in the notes' layout.
     b_ : ndarray of shape (n_classes,)
+        Biases.
     coef_ : ndarray of shape (n_classes, n_features)
         ``W_.T`` (a view), scikit-learn's layout.
     intercept_ : ndarray of shape (n_classes,)
         Same array as ``b_``.
-    classes_ : ndarray of shape (n_classes,)
-        Sorted distinct labels seen in ``fit``.
-    n_features_in_ : int
-    loss_history_ : ndarray of shape (max_iter,)
-        Loss (data + regularisation) before each update; for minibatch
-        training, the mean minibatch loss of each epoch.
-    n_iter_ : int
+{attributes}
     """
 
     def __init__(self, reg=1e-3, learning_rate=1.0, max_iter=200, batch_size=None,
-                 seed=None, verbose=0):
+                 random_state=None, verbose=0, *, solver="lbfgs", tol=1e-4,
+                 seed="deprecated"):
         self.reg = reg
         self.learning_rate = learning_rate
         self.max_iter = max_iter
         self.batch_size = batch_size
-        self.seed = seed
+        self.random_state = random_state
         self.verbose = verbose
+        self.solver = solver
+        self.tol = tol
+        self.seed = seed
 
     def _check_params(self):
         return self._check_common_params()
 
     def _init_parameters(self, n_features, n_classes, params, rng):
-        W = 0.01 * rng.standard_normal((n_features, n_classes))
-        b = np.zeros(n_classes)
-        return {"W_": W, "b_": b, "coef_": W.T, "intercept_": b}
+        # one flat vector [W.ravel(), b], which L-BFGS works on; W and b are views
+        theta = np.zeros(n_features * n_classes + n_classes)
+        W = theta[: n_features * n_classes].reshape(n_features, n_classes)
+        b = theta[n_features * n_classes :]
+        W[...] = 0.01 * rng.standard_normal((n_features, n_classes))
+        return {"W_": W, "b_": b, "coef_": W.T, "intercept_": b, "_theta": theta}
 
     def _make_step(self, weights, n_rows, n_features, n_classes, params):
         ws = _LinearWorkspace(n_rows, n_features, n_classes)
@@ -813,6 +785,19 @@ class SoftmaxClassifier(_SoftmaxEstimator):
 
         return step
 
+    def _make_loss_grad(self, weights, X, y, n_classes, params):
+        ws = _LinearWorkspace(X.shape[0], X.shape[1], n_classes)
+        theta, W, b = weights["_theta"], weights["W_"], weights["b_"]
+        reg = params["reg"]
+        options = {}
+
+        def loss_grad(x):
+            theta[:] = x
+            loss = ws.loss_grad(X, y, W, b, reg, options)
+            return loss, np.concatenate((ws.dW.reshape(-1), ws.db))
+
+        return theta.copy(), loss_grad
+
     def _scores(self, X):
         scores = np.dot(X, self.W_)
         scores += self.b_
@@ -822,12 +807,14 @@ class SoftmaxClassifier(_SoftmaxEstimator):
 class TwoLayerNet(_SoftmaxEstimator):
     """Two-layer ReLU network ``relu(X @ W1 + b1) @ W2 + b2`` with a softmax output.
 
-    The second model of the CS231n case study, trained by gradient descent.
-    The output layer's loss and ``dloss/dscores`` come from the compiled
-    kernel, written in place over the score buffer; the rest of the pass
-    (see :func:`two_layer_softmax_loss`) runs on preallocated float64 buffers.
+    The second model of the CS231n case study. It minimises the mean softmax
+    cross-entropy plus ``0.5 * reg * (sum(W1**2) + sum(W2**2))`` with L-BFGS
+    (the default) or gradient descent (``solver="sgd"``). The output layer's
+    loss and ``dloss/dscores`` come from the compiled kernel, written in
+    place over the score buffer; the rest of the pass (see
+    :func:`two_layer_softmax_loss`) runs on preallocated float64 buffers.
     Weights start at ``0.01 * standard_normal`` (``W1`` drawn first, then
-    ``W2``, from the seeded generator), biases at zero.
+    ``W2``, from ``random_state``), biases at zero.
 
     Parameters
     ----------
@@ -836,50 +823,62 @@ class TwoLayerNet(_SoftmaxEstimator):
     reg : float, default 1e-3
         L2 strength: the loss gets ``0.5 * reg * (sum(W1**2) + sum(W2**2))``.
     learning_rate : float, default 1.0
-    max_iter : int, default 10000
-        Full-batch steps, or epochs when ``batch_size`` is set.
-    batch_size, seed, verbose
-        As in :class:`SoftmaxClassifier`.
+        ``solver="sgd"`` only: the step size, > 0. 1.0 is the case study's
+        full-batch step; other data may need a smaller one.
+{common}
 
     Attributes
     ----------
     W1_ : ndarray of shape (n_features, hidden_size)
+        First-layer weights.
     b1_ : ndarray of shape (hidden_size,)
-        Views of one array ``[[W1_], [b1_]]``: the training loop folds the
-        first bias into the first matrix product.
+        First-layer biases. ``W1_`` and ``b1_`` are views of one array
+        ``[[W1_], [b1_]]``: the training loop folds the first bias into the
+        first matrix product.
     W2_ : ndarray of shape (hidden_size, n_classes)
+        Output-layer weights.
     b2_ : ndarray of shape (n_classes,)
-    coefs_ : list ``[W1_, W2_]`` and ``intercepts_`` : list ``[b1_, b2_]``
-        The same arrays, in the layout of scikit-learn's ``MLPClassifier``.
-    classes_, n_features_in_, loss_history_, n_iter_
-        As in :class:`SoftmaxClassifier`.
+        Output-layer biases.
+    coefs_ : list of ndarray
+        ``[W1_, W2_]``, the layout of scikit-learn's ``MLPClassifier``.
+    intercepts_ : list of ndarray
+        ``[b1_, b2_]``.
+{attributes}
     """
 
-    def __init__(self, hidden_size=100, reg=1e-3, learning_rate=1.0, max_iter=10000,
-                 batch_size=None, seed=None, verbose=0):
+    def __init__(self, hidden_size=100, reg=1e-3, learning_rate=1.0, max_iter=200,
+                 batch_size=None, random_state=None, verbose=0, *, solver="lbfgs", tol=1e-4,
+                 seed="deprecated"):
         self.hidden_size = hidden_size
         self.reg = reg
         self.learning_rate = learning_rate
         self.max_iter = max_iter
         self.batch_size = batch_size
-        self.seed = seed
+        self.random_state = random_state
         self.verbose = verbose
+        self.solver = solver
+        self.tol = tol
+        self.seed = seed
 
     def _check_params(self):
         params = self._check_common_params()
-        params["hidden_size"] = _check_positive_int("hidden_size", self.hidden_size)
+        params["hidden_size"] = _v.check_positive_int("hidden_size", self.hidden_size)
         return params
 
     def _init_parameters(self, n_features, n_classes, params, rng):
         h = params["hidden_size"]
-        # W1 and b1 share one array: [[W1], [b1]] (see _TwoLayerWorkspace)
-        A1 = np.zeros((n_features + 1, h))
+        # one flat vector [A1.ravel(), W2.ravel(), b2], which L-BFGS works on, where
+        # A1 = [[W1], [b1]] (see _TwoLayerWorkspace); the weights are views of it
+        n_a1, n_w2 = (n_features + 1) * h, h * n_classes
+        theta = np.zeros(n_a1 + n_w2 + n_classes)
+        A1 = theta[:n_a1].reshape(n_features + 1, h)
+        W2 = theta[n_a1 : n_a1 + n_w2].reshape(h, n_classes)
+        b2 = theta[n_a1 + n_w2 :]
         A1[:-1] = 0.01 * rng.standard_normal((n_features, h))
+        W2[...] = 0.01 * rng.standard_normal((h, n_classes))
         W1, b1 = A1[:-1], A1[-1]
-        W2 = 0.01 * rng.standard_normal((h, n_classes))
-        b2 = np.zeros(n_classes)
         return {"W1_": W1, "b1_": b1, "W2_": W2, "b2_": b2,
-                "coefs_": [W1, W2], "intercepts_": [b1, b2], "_A1": A1}
+                "coefs_": [W1, W2], "intercepts_": [b1, b2], "_A1": A1, "_theta": theta}
 
     def _training_matrix(self, X):
         return _append_ones(X)
@@ -895,6 +894,19 @@ class TwoLayerNet(_SoftmaxEstimator):
 
         return step
 
+    def _make_loss_grad(self, weights, X1, y, n_classes, params):
+        ws = _TwoLayerWorkspace(X1.shape[0], X1.shape[1] - 1, params["hidden_size"], n_classes)
+        theta, A1, W2, b2 = weights["_theta"], weights["_A1"], weights["W2_"], weights["b2_"]
+        reg = params["reg"]
+        options = {}
+
+        def loss_grad(x):
+            theta[:] = x
+            loss = ws.loss_grad(X1, y, A1, W2, b2, reg, options)
+            return loss, np.concatenate((ws.dA1.reshape(-1), ws.dW2.reshape(-1), ws.db2))
+
+        return theta.copy(), loss_grad
+
     def _scores(self, X):
         hidden = np.dot(X, self.W1_)
         hidden += self.b1_
@@ -902,3 +914,9 @@ class TwoLayerNet(_SoftmaxEstimator):
         scores = np.dot(hidden, self.W2_)
         scores += self.b2_
         return scores
+
+
+for _cls in (SoftmaxClassifier, TwoLayerNet):
+    _cls.__doc__ = (_cls.__doc__ or "").format(common=_COMMON_PARAMETERS,
+                                               attributes=_COMMON_ATTRIBUTES)
+del _cls

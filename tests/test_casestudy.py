@@ -50,6 +50,9 @@ def test_summary_table_has_both_columns(result):
 
 def test_run_uses_the_notes_hyper_parameters(result):
     lin, net = result["linear"], result["two_layer"]
+    assert lin.solver == "sgd" and net.solver == "sgd"  # the notes' gradient descent
+    assert lin.random_state == net.random_state == casestudy.DEFAULT_SEED
+    assert lin.n_iter_ == 200 and net.n_iter_ == 10_000
     assert (lin.learning_rate, lin.reg, lin.max_iter) == (1.0, 1e-3, 200)
     assert (net.hidden_size, net.learning_rate, net.reg, net.max_iter) == (100, 1.0, 1e-3, 10_000)
     assert net.batch_size is None and lin.batch_size is None
@@ -62,7 +65,7 @@ def test_run_uses_the_notes_hyper_parameters(result):
 def test_softmax_classifier_follows_the_notes_numpy_loop():
     X, y = spiral(seed=casestudy.DEFAULT_SEED)
     W, b, losses = casestudy.notes_softmax_numpy(X, y, seed=5)
-    clf = SoftmaxClassifier(seed=5).fit(X, y)
+    clf = SoftmaxClassifier(solver="sgd", learning_rate=1.0, random_state=5).fit(X, y)
     np.testing.assert_allclose(clf.loss_history_, losses, rtol=1e-12)
     np.testing.assert_allclose(clf.W_, W, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(clf.b_, b, rtol=1e-10, atol=1e-13)
@@ -75,7 +78,7 @@ def test_two_layer_net_follows_the_notes_numpy_loop():
     X, y = spiral(seed=casestudy.DEFAULT_SEED)
     n = 1000
     W1, b1, W2, b2, losses = casestudy.notes_two_layer_numpy(X, y, seed=3, max_iter=n)
-    net = TwoLayerNet(seed=3, max_iter=n).fit(X, y)
+    net = TwoLayerNet(solver="sgd", learning_rate=1.0, random_state=3, max_iter=n).fit(X, y)
     assert losses[0] == pytest.approx(np.log(3), abs=1e-3)
     assert losses[-1] < 0.5  # it has learned something by then
     np.testing.assert_allclose(net.loss_history_, losses, rtol=1e-9)

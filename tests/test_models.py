@@ -1,5 +1,9 @@
 """Linear and two-layer softmax models: gradients by finite differences, estimator
-conventions, the spiral data set and bad input."""
+conventions (both solvers), the spiral data set and bad input."""
+
+import pickle
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -7,12 +11,35 @@ import pytest
 import cysoftmax
 from cysoftmax import datasets
 from cysoftmax.models import (
+    ConvergenceWarning,
+    DataConversionWarning,
     NotFittedError,
     SoftmaxClassifier,
     TwoLayerNet,
     linear_softmax_loss,
     two_layer_softmax_loss,
 )
+
+# Many fits here run a few L-BFGS iterations on purpose; the warning that they stopped
+# before converging is tested on its own (test_lbfgs_warns_when_it_stops_early).
+pytestmark = pytest.mark.filterwarnings("ignore::cysoftmax.models.ConvergenceWarning")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _blas_on_one_thread():
+    """The fits here are tiny; L-BFGS-B's vector algebra runs through SciPy's own
+    OpenBLAS, whose threads only wait for cores on a machine busy with other work (that
+    costs seconds). One BLAS thread when threadpoolctl (a scikit-learn dependency) is
+    there; nothing to do without it. threadpoolctl sets the libraries loaded already,
+    so SciPy's is loaded first."""
+    try:
+        import scipy.optimize  # noqa: F401
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 # ----------------------------------------------------------------- helpers
 
@@ -169,12 +196,13 @@ def test_two_layer_loss_matches_plain_numpy(problem):
 
 def test_two_layer_net_takes_gradient_steps(problem):
     """The seeded init is 0.01 * randn (W1, then W2), zero biases; an iteration of
-    TwoLayerNet.fit is W -= learning_rate * gradient."""
+    TwoLayerNet.fit with solver="sgd" is W -= learning_rate * gradient."""
     X, y = problem["X"], problem["y"]
     rng = np.random.default_rng(3)
     init = [0.01 * rng.standard_normal((4, 6)), np.zeros(6),
             0.01 * rng.standard_normal((6, 5)), np.zeros(5)]
-    net = TwoLayerNet(hidden_size=6, max_iter=1, learning_rate=0.7, reg=0.2, seed=3).fit(X, y)
+    net = TwoLayerNet(hidden_size=6, max_iter=1, learning_rate=0.7, reg=0.2, random_state=3,
+                      solver="sgd").fit(X, y)
     loss, *grads = two_layer_softmax_loss(*init, X, y, reg=0.2)
     assert net.loss_history_[0] == pytest.approx(loss, rel=1e-12)
     for p0, g, p in zip(init, grads, (net.W1_, net.b1_, net.W2_, net.b2_)):
@@ -184,7 +212,8 @@ def test_two_layer_net_takes_gradient_steps(problem):
 def test_softmax_classifier_takes_gradient_steps(problem):
     X, y = problem["X"], problem["y"]
     W0 = 0.01 * np.random.default_rng(5).standard_normal((4, 5))  # the seeded init
-    clf = SoftmaxClassifier(max_iter=1, learning_rate=0.5, reg=0.1, seed=5).fit(X, y)
+    clf = SoftmaxClassifier(max_iter=1, learning_rate=0.5, reg=0.1, random_state=5,
+                            solver="sgd").fit(X, y)
     loss, dW, db = linear_softmax_loss(W0, X, y, b=np.zeros(5), reg=0.1)
     assert clf.loss_history_[0] == pytest.approx(loss, rel=1e-12)
     np.testing.assert_allclose(clf.W_, W0 - 0.5 * dW, rtol=1e-12, atol=1e-15)
@@ -254,7 +283,7 @@ ESTIMATORS = [
 def test_string_labels_and_probabilities(make, spiral_data):
     X, y = spiral_data
     names = np.array(["red", "green", "blue"])[y]
-    est = make(seed=0).fit(X, names)
+    est = make(random_state=0).fit(X, names)
     assert est.classes_.tolist() == ["blue", "green", "red"]  # sorted, as np.unique
     pred = est.predict(X)
     assert pred.dtype == names.dtype and set(pred) <= set(names)
@@ -266,18 +295,19 @@ def test_string_labels_and_probabilities(make, spiral_data):
     assert est.score(X, names) == pytest.approx(np.mean(pred == names))
     # labels sorting like the integer codes: the same seed learns the same model
     ordered = np.array(["ant", "bee", "cat"])[y]
-    np.testing.assert_array_equal(make(seed=0).fit(X, ordered).predict_proba(X),
-                                  make(seed=0).fit(X, y).predict_proba(X))
+    np.testing.assert_array_equal(make(random_state=0).fit(X, ordered).predict_proba(X),
+                                  make(random_state=0).fit(X, y).predict_proba(X))
 
 
 @pytest.mark.parametrize("make", ESTIMATORS)
 def test_fitted_attributes(make, spiral_data):
     X, y = spiral_data
-    est = make(seed=0)
+    est = make(random_state=0)
     assert est.fit(X, y) is est
     assert est.n_features_in_ == 2
     assert est.classes_.tolist() == [0, 1, 2]
-    assert est.loss_history_.shape == (est.max_iter,) and est.n_iter_ == est.max_iter
+    assert 1 <= est.n_iter_ <= est.max_iter
+    assert est.loss_history_.shape == (est.n_iter_,)
     assert est.loss_history_[-1] < est.loss_history_[0]
     scores = est.decision_function(X)
     np.testing.assert_allclose(cysoftmax.softmax(scores), est.predict_proba(X), rtol=1e-12)
@@ -285,7 +315,7 @@ def test_fitted_attributes(make, spiral_data):
 
 def test_softmax_classifier_attribute_layouts(spiral_data):
     X, y = spiral_data
-    clf = SoftmaxClassifier(max_iter=20, seed=0).fit(X, y)
+    clf = SoftmaxClassifier(max_iter=20, random_state=0).fit(X, y)
     assert clf.W_.shape == (2, 3) and clf.b_.shape == (3,)
     assert clf.coef_.shape == (3, 2) and clf.intercept_.shape == (3,)
     np.testing.assert_array_equal(clf.coef_, clf.W_.T)
@@ -295,7 +325,7 @@ def test_softmax_classifier_attribute_layouts(spiral_data):
 
 def test_two_layer_net_attribute_layouts(spiral_data):
     X, y = spiral_data
-    net = TwoLayerNet(hidden_size=7, max_iter=20, seed=0).fit(X, y)
+    net = TwoLayerNet(hidden_size=7, max_iter=20, random_state=0).fit(X, y)
     assert net.W1_.shape == (2, 7) and net.b1_.shape == (7,)
     assert net.W2_.shape == (7, 3) and net.b2_.shape == (3,)
     assert net.coefs_[0] is net.W1_ and net.intercepts_[1] is net.b2_
@@ -306,11 +336,11 @@ def test_two_layer_net_attribute_layouts(spiral_data):
 @pytest.mark.parametrize("make", ESTIMATORS)
 def test_same_seed_same_model_and_refit_restarts(make, spiral_data):
     X, y = spiral_data
-    a = make(seed=42).fit(X, y)
-    b = make(seed=42).fit(X, y)
+    a = make(random_state=42).fit(X, y)
+    b = make(random_state=42).fit(X, y)
     np.testing.assert_array_equal(a.loss_history_, b.loss_history_)
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
-    c = make(seed=43).fit(X, y)
+    c = make(random_state=43).fit(X, y)
     assert not np.array_equal(a.loss_history_, c.loss_history_)
 
     # refit on other data, then on the first again: the same model as a fresh fit
@@ -325,7 +355,7 @@ def test_same_seed_same_model_and_refit_restarts(make, spiral_data):
 
 def test_refit_with_other_classes_and_features():
     rng = np.random.default_rng(0)
-    net = TwoLayerNet(hidden_size=5, max_iter=5, seed=0)
+    net = TwoLayerNet(hidden_size=5, max_iter=5, random_state=0)
     net.fit(rng.normal(size=(20, 3)), rng.integers(0, 4, 20))
     assert net.n_features_in_ == 3 and len(net.classes_) == 4
     net.fit(rng.normal(size=(20, 2)), np.arange(20) % 2)
@@ -335,29 +365,37 @@ def test_refit_with_other_classes_and_features():
 
 
 @pytest.mark.parametrize("make", ESTIMATORS)
-def test_seed_none_gives_fresh_initialisations(make, spiral_data):
+def test_random_state_none_gives_fresh_initialisations(make, spiral_data):
     X, y = spiral_data
     a = make(max_iter=1).fit(X, y)
     b = make(max_iter=1).fit(X, y)
     assert a.loss_history_[0] != b.loss_history_[0]
 
 
-def test_generator_seed_is_advanced(spiral_data):
+@pytest.mark.parametrize("make_generator", [np.random.default_rng, np.random.RandomState],
+                         ids=["Generator", "RandomState"])
+def test_generator_random_state_is_advanced(make_generator, spiral_data):
     X, y = spiral_data
-    gen = np.random.default_rng(0)
-    clf = SoftmaxClassifier(max_iter=3, seed=gen)
+    gen = make_generator(0)
+    clf = SoftmaxClassifier(max_iter=3, random_state=gen)
     h1 = clf.fit(X, y).loss_history_.copy()
     h2 = clf.fit(X, y).loss_history_.copy()
     assert not np.array_equal(h1, h2)
+    # the initial weights are the generator's next draws
+    W0 = 0.01 * make_generator(0).standard_normal((2, 3))
+    assert h1[0] == pytest.approx(linear_softmax_loss(W0, X, y, b=np.zeros(3), reg=1e-3)[0],
+                                  rel=1e-12)
 
 
 def test_get_params_set_params_and_repr():
-    net = TwoLayerNet(hidden_size=8, reg=0.0, seed=1)
+    net = TwoLayerNet(hidden_size=8, reg=0.0, random_state=1)
     params = net.get_params()
-    assert params == {"hidden_size": 8, "reg": 0.0, "learning_rate": 1.0, "max_iter": 10000,
-                      "batch_size": None, "seed": 1, "verbose": 0}
+    assert params == {"hidden_size": 8, "reg": 0.0, "learning_rate": 1.0, "max_iter": 200,
+                      "batch_size": None, "random_state": 1, "verbose": 0, "solver": "lbfgs",
+                      "tol": 1e-4, "seed": "deprecated"}
     assert repr(net) == ("TwoLayerNet(hidden_size=8, reg=0.0, learning_rate=1.0, "
-                         "max_iter=10000, batch_size=None, seed=1, verbose=0)")
+                         "max_iter=200, batch_size=None, random_state=1, verbose=0, "
+                         "solver='lbfgs', tol=0.0001, seed='deprecated')")
     assert net.set_params(learning_rate=0.5, max_iter=3) is net
     assert net.learning_rate == 0.5 and net.max_iter == 3
     clone = type(net)(**net.get_params())
@@ -366,7 +404,8 @@ def test_get_params_set_params_and_repr():
         net.set_params(hidden=3)
     clf = SoftmaxClassifier()
     assert clf.get_params() == {"reg": 1e-3, "learning_rate": 1.0, "max_iter": 200,
-                                "batch_size": None, "seed": None, "verbose": 0}
+                                "batch_size": None, "random_state": None, "verbose": 0,
+                                "solver": "lbfgs", "tol": 1e-4, "seed": "deprecated"}
     assert repr(clf).startswith("SoftmaxClassifier(reg=0.001, learning_rate=1.0, max_iter=200")
 
 
@@ -383,57 +422,78 @@ def test_parameters_are_validated_at_fit_not_init(spiral_data):
 @pytest.mark.parametrize("make", ESTIMATORS)
 def test_minibatch_sgd(make, spiral_data):
     X, y = spiral_data
-    est = make(batch_size=16, seed=0, learning_rate=0.5)
+    est = make(batch_size=16, random_state=0, learning_rate=0.5, solver="sgd")
     est.set_params(max_iter=40)
     est.fit(X, y)
     assert est.loss_history_.shape == (40,)  # one entry per epoch
     assert est.loss_history_[-1] < est.loss_history_[0]
     # deterministic with a seed, and the shuffling matters
-    again = make(batch_size=16, seed=0, learning_rate=0.5).set_params(max_iter=40).fit(X, y)
+    again = make(batch_size=16, random_state=0, learning_rate=0.5, solver="sgd")
+    again.set_params(max_iter=40).fit(X, y)
     np.testing.assert_array_equal(est.loss_history_, again.loss_history_)
-    other = make(batch_size=16, seed=1, learning_rate=0.5).set_params(max_iter=40).fit(X, y)
+    other = make(batch_size=16, random_state=1, learning_rate=0.5, solver="sgd")
+    other.set_params(max_iter=40).fit(X, y)
     assert not np.array_equal(est.loss_history_, other.loss_history_)
 
 
 @pytest.mark.parametrize("make", ESTIMATORS)
 def test_batch_size_at_least_n_is_full_batch(make, spiral_data):
     X, y = spiral_data
-    full = make(seed=0).set_params(max_iter=10).fit(X, y)
-    big = make(seed=0, batch_size=10 * len(X)).set_params(max_iter=10).fit(X, y)
+    full = make(random_state=0, solver="sgd").set_params(max_iter=10).fit(X, y)
+    big = make(random_state=0, solver="sgd", batch_size=10 * len(X))
+    big.set_params(max_iter=10).fit(X, y)
     np.testing.assert_array_equal(full.loss_history_, big.loss_history_)
 
 
 def test_minibatch_epoch_loss_is_row_weighted_mean():
     """batch_size=1 with learning_rate tiny: each epoch's loss is ~ the full-batch loss."""
     X, y = datasets.spiral(n_per_class=5, seed=0)
-    clf = SoftmaxClassifier(batch_size=4, learning_rate=1e-12, max_iter=2, reg=0.0, seed=0)
+    clf = SoftmaxClassifier(batch_size=4, learning_rate=1e-12, max_iter=2, reg=0.0,
+                            random_state=0, solver="sgd")
     clf.fit(X, y)
-    full = SoftmaxClassifier(learning_rate=1e-12, max_iter=1, reg=0.0, seed=0).fit(X, y)
+    full = SoftmaxClassifier(learning_rate=1e-12, max_iter=1, reg=0.0, random_state=0,
+                             solver="sgd").fit(X, y)
     assert clf.loss_history_[0] == pytest.approx(full.loss_history_[0], rel=1e-9)
 
 
 def test_two_layer_net_learns_the_spiral(spiral_data):
     X, y = spiral_data
-    net = TwoLayerNet(hidden_size=50, max_iter=2000, seed=0).fit(X, y)
-    clf = SoftmaxClassifier(seed=0).fit(X, y)
+    net = TwoLayerNet(hidden_size=50, max_iter=2000, random_state=0).fit(X, y)
+    clf = SoftmaxClassifier(random_state=0).fit(X, y)
     assert net.score(X, y) > 0.9
     assert clf.score(X, y) < 0.7
 
 
-def test_verbose_prints_progress(spiral_data, capsys):
+@pytest.mark.parametrize("make", ESTIMATORS)
+def test_verbose_prints_progress(make, spiral_data, capsys):
     X, y = spiral_data
-    SoftmaxClassifier(max_iter=25, verbose=10, seed=0).fit(X, y)
+    est = make(max_iter=25, verbose=10, random_state=0, solver="sgd").fit(X, y)
     lines = capsys.readouterr().out.splitlines()
+    name = type(est).__name__
     assert [line.split(":")[0] for line in lines] == [
-        "SoftmaxClassifier iteration 0", "SoftmaxClassifier iteration 10",
-        "SoftmaxClassifier iteration 20"]
+        f"{name} iteration 0", f"{name} iteration 10", f"{name} iteration 20"]
+    assert float(lines[1].split("loss")[1]) == pytest.approx(est.loss_history_[10], abs=1e-6)
+
+
+@pytest.mark.parametrize("make", ESTIMATORS)
+def test_verbose_prints_lbfgs_progress(make, spiral_data, capsys):
+    """One line per L-BFGS iterate: the loss before each iteration, then the final loss."""
+    X, y = spiral_data
+    est = make(max_iter=25, verbose=1, random_state=0).fit(X, y)
+    lines = capsys.readouterr().out.splitlines()
+    name = type(est).__name__
+    assert [line.split(":")[0] for line in lines] == [
+        f"{name} iteration {k}" for k in range(est.n_iter_ + 1)]
+    printed = [float(line.split("loss")[1]) for line in lines]
+    np.testing.assert_allclose(printed[:-1], est.loss_history_, atol=1e-6)
+    assert printed[-1] <= printed[-2]
 
 
 def test_accepts_lists_ints_and_noncontiguous_arrays(spiral_data):
     X, y = spiral_data
     Xf = np.asfortranarray(X)
-    a = SoftmaxClassifier(max_iter=5, seed=0).fit(Xf, y.tolist())
-    b = SoftmaxClassifier(max_iter=5, seed=0).fit(X.tolist(), y)
+    a = SoftmaxClassifier(max_iter=5, random_state=0).fit(Xf, y.tolist())
+    b = SoftmaxClassifier(max_iter=5, random_state=0).fit(X.tolist(), y)
     np.testing.assert_array_equal(a.W_, b.W_)
     assert a.predict(np.array([[1, 0], [0, 1]])).shape == (2,)  # integer X is converted
 
@@ -441,7 +501,8 @@ def test_accepts_lists_ints_and_noncontiguous_arrays(spiral_data):
 def test_divergence_warns(spiral_data):
     X, y = spiral_data
     with pytest.warns(RuntimeWarning, match="diverged"), np.errstate(all="ignore"):
-        TwoLayerNet(hidden_size=5, learning_rate=1e200, max_iter=20, seed=0).fit(X * 1e100, y)
+        TwoLayerNet(hidden_size=5, learning_rate=1e200, max_iter=20, random_state=0,
+                    solver="sgd").fit(X * 1e100, y)
 
 
 # ------------------------------------------------ bad input
@@ -469,15 +530,40 @@ BAD_INPUT = [
     # data given to fit
     ("fit-length-mismatch", _fit(SoftmaxClassifier(), y=_Y[:-1]), ValueError,
      "inconsistent numbers of samples.*12 rows.*11 labels"),
-    ("fit-X-1d", _fit(TwoLayerNet(), X=_X[:, 0]), ValueError, "X must be a 2-D array.*1-D"),
+    ("fit-X-1d", _fit(TwoLayerNet(), X=_X[:, 0]), ValueError,
+     r"X must be a 2-D array.*1-D.*Reshape your data.*X\.reshape\(-1, 1\)"),
     ("fit-X-3d", _fit(TwoLayerNet(), X=_X[:, :, None]), ValueError, "X must be a 2-D array"),
     ("fit-X-nan", _fit(SoftmaxClassifier(), X=_X_nan), ValueError, "X contains NaN or infinity"),
     ("fit-X-inf", _fit(TwoLayerNet(), X=_X_inf), ValueError, "X contains NaN or infinity"),
     ("fit-X-str", _fit(SoftmaxClassifier(), X=_X.astype(str)), TypeError, "X must hold real numbers"),
-    ("fit-X-empty", _fit(SoftmaxClassifier(), X=_X[:0], y=_Y[:0]), ValueError, "at least one sample"),
+    ("fit-X-complex", _fit(SoftmaxClassifier(), X=_X + 1j), ValueError,
+     "Complex data not supported: X has dtype complex128"),
+    ("fit-X-object-dict",
+     _fit(TwoLayerNet(), X=np.array([[0.5, {"a": 1}, 2.0]] * 12, dtype=object)),
+     TypeError, "X must hold real numbers; its object array could not be converted.*dict"),
+    ("fit-X-object-str",
+     _fit(SoftmaxClassifier(), X=np.array([[0.5, "abc", 2.0]] * 12, dtype=object)),
+     ValueError, "X must hold real numbers.*could not convert string to float: 'abc'"),
+    ("fit-X-ragged", _fit(SoftmaxClassifier(), X=[[0.0, 1.0], [2.0]] * 6), ValueError,
+     "X must be a 2-D array of shape"),
+    ("fit-X-empty", _fit(SoftmaxClassifier(), X=_X[:0], y=_Y[:0]), ValueError,
+     r"X has 0 sample\(s\) \(shape=\(0, 3\)\) while a minimum of 1 is required"),
+    ("fit-X-no-features", _fit(TwoLayerNet(), X=_X[:, :0]), ValueError,
+     r"X has 0 feature\(s\) \(shape=\(12, 0\)\) while a minimum of 1 is required"),
     ("fit-y-one-class", _fit(SoftmaxClassifier(), y=np.zeros(12)), ValueError,
-     "at least 2 classes, got 1"),
-    ("fit-y-2d", _fit(TwoLayerNet(), y=_Y[:, None]), ValueError, "y must be a 1-D array"),
+     r"at least 2 classes, got 1 class: \[0\.0\]"),
+    ("fit-y-one-sample", _fit(SoftmaxClassifier(), X=_X[:1], y=_Y[:1]), ValueError,
+     r"at least 2 classes, got 1 class: \[0\]"),
+    ("fit-y-none", _fit(TwoLayerNet(), y=None), ValueError,
+     "TwoLayerNet requires y to be passed, but the target y is None"),
+    ("fit-y-continuous", _fit(SoftmaxClassifier(), y=_Y + 0.5), ValueError,
+     r"Unknown label type: continuous.*y\[0\] = 0\.5 is not integral"),
+    ("fit-y-continuous-object", _fit(TwoLayerNet(), y=np.array([0, 1, 2.25] * 4, dtype=object)),
+     ValueError, r"Unknown label type: continuous.*y\[2\] = 2\.25"),
+    ("fit-y-complex", _fit(SoftmaxClassifier(), y=_Y + 1j), ValueError,
+     "Complex data not supported: y has dtype complex128"),
+    ("fit-y-2d", _fit(TwoLayerNet(), y=np.c_[_Y, _Y]), ValueError,
+     r"y must be a 1-D array of labels, got shape \(12, 2\)"),
     ("fit-y-nan", _fit(TwoLayerNet(), y=np.where(_Y == 0, np.nan, _Y)), ValueError, "y contains NaN"),
     ("fit-y-object-nan", _fit(TwoLayerNet(), y=np.array([0, np.nan, 1] * 4, dtype=object)),
      ValueError, "y contains NaN"),
@@ -516,10 +602,22 @@ BAD_INPUT = [
     ("verbose-negative", _fit(SoftmaxClassifier(verbose=-1)), ValueError, "verbose"),
     ("verbose-float", _fit(SoftmaxClassifier(verbose=1.5)), TypeError, "verbose must be an int"),
     ("verbose-str", _fit(TwoLayerNet(verbose="2")), TypeError, "verbose must be an int"),
-    ("seed-str", _fit(SoftmaxClassifier(seed="abc")), TypeError, "seed must be None, an int >= 0"),
-    ("seed-negative", _fit(TwoLayerNet(seed=-1)), ValueError, "seed must be.*got -1"),
-    ("seed-float", _fit(SoftmaxClassifier(seed=1.5)), TypeError, "seed must be.*got 1.5"),
-    ("seed-bool", _fit(SoftmaxClassifier(seed=True)), TypeError, "seed must be.*bool"),
+    ("random_state-str", _fit(SoftmaxClassifier(random_state="abc")), TypeError,
+     "random_state must be None, an int >= 0"),
+    ("random_state-negative", _fit(TwoLayerNet(random_state=-1)), ValueError,
+     "random_state must be.*got -1"),
+    ("random_state-float", _fit(SoftmaxClassifier(random_state=1.5)), TypeError,
+     "random_state must be.*got 1.5"),
+    ("random_state-bool", _fit(SoftmaxClassifier(random_state=True)), TypeError,
+     "random_state must be.*bool"),
+    ("solver-unknown", _fit(TwoLayerNet(solver="adam")), ValueError,
+     "solver must be 'lbfgs' or 'sgd', got 'adam'"),
+    ("solver-none", _fit(SoftmaxClassifier(solver=None)), ValueError, "solver must be"),
+    ("tol-negative", _fit(SoftmaxClassifier(tol=-1e-3)), ValueError,
+     "tol must be finite and >= 0"),
+    ("tol-str", _fit(TwoLayerNet(tol="small")), TypeError, "tol must be a real number"),
+    ("batch_size-with-lbfgs", _fit(SoftmaxClassifier(batch_size=4)), ValueError,
+     "batch_size=4 needs solver='sgd'"),
     # prediction
     ("predict-before-fit", lambda: SoftmaxClassifier().predict(_X), NotFittedError,
      "SoftmaxClassifier instance is not fitted yet.*'predict'"),
@@ -528,10 +626,17 @@ BAD_INPUT = [
     ("score-before-fit", lambda: TwoLayerNet().score(_X, _Y), NotFittedError, "not fitted yet"),
     ("predict-wrong-n-features",
      lambda: _fitted(SoftmaxClassifier(max_iter=2)).predict(_X[:, :2]), ValueError,
-     "X has 2 features, but SoftmaxClassifier was fitted with 3 features"),
+     "X has 2 features, but SoftmaxClassifier is expecting 3 features as input"),
     ("predict_proba-wrong-n-features",
      lambda: _fitted(TwoLayerNet(hidden_size=3, max_iter=2)).predict_proba(np.ones((2, 4))),
-     ValueError, "X has 4 features, but TwoLayerNet was fitted with 3"),
+     ValueError, "X has 4 features, but TwoLayerNet is expecting 3 features as input"),
+    ("decision_function-wrong-n-features",
+     lambda: _fitted(SoftmaxClassifier(max_iter=2)).decision_function(_X[:, :1]), ValueError,
+     "X has 1 features, but SoftmaxClassifier is expecting 3 features as input"),
+    ("decision_function-before-fit", lambda: SoftmaxClassifier().decision_function(_X),
+     NotFittedError, "not fitted yet.*'decision_function'"),
+    ("predict-X-complex", lambda: _fitted(TwoLayerNet(max_iter=2)).predict(_X + 0j), ValueError,
+     "Complex data not supported"),
     ("predict-X-1d", lambda: _fitted(SoftmaxClassifier(max_iter=2)).predict(_X[0]), ValueError,
      "2-D array.*reshape"),
     ("predict-X-nan", lambda: _fitted(SoftmaxClassifier(max_iter=2)).predict(_X_nan), ValueError,
@@ -622,7 +727,7 @@ def test_not_fitted_error_is_value_and_attribute_error():
 
 def test_failed_refit_keeps_the_fitted_model(spiral_data):
     X, y = spiral_data
-    clf = SoftmaxClassifier(max_iter=5, seed=0).fit(X, y)
+    clf = SoftmaxClassifier(max_iter=5, random_state=0).fit(X, y)
     before = clf.predict_proba(X)
     with pytest.raises(ValueError):
         clf.fit(X[:, :1].ravel(), y)
@@ -717,8 +822,9 @@ def test_two_layer_loss_does_not_modify_inputs(problem):
 def test_fit_does_not_modify_inputs(spiral_data):
     X, y = spiral_data
     X0, y0 = X.copy(), y.copy()
-    for est in (SoftmaxClassifier(max_iter=3, seed=0), TwoLayerNet(hidden_size=4, max_iter=3,
-                                                                  batch_size=16, seed=0)):
+    for est in (SoftmaxClassifier(max_iter=3, random_state=0),
+                TwoLayerNet(hidden_size=4, max_iter=3, batch_size=16, random_state=0,
+                            solver="sgd")):
         est.fit(X, y).score(X, y)
         np.testing.assert_array_equal(X, X0)
         np.testing.assert_array_equal(y, y0)
@@ -731,7 +837,7 @@ def test_fit_does_not_modify_inputs(spiral_data):
     "labels, classes",
     [
         pytest.param([2, 0, 1] * 4, [0, 1, 2], id="int-list"),
-        pytest.param([2.5, 0, 1] * 4, [0.0, 1.0, 2.5], id="int-and-float-list"),
+        pytest.param([2.0, 0, 1] * 4, [0.0, 1.0, 2.0], id="int-and-float-list"),
         pytest.param(np.array([2, 0, 1] * 4, dtype=object), [0, 1, 2], id="int-object-array"),
         pytest.param(["c", "a", "b"] * 4, ["a", "b", "c"], id="str-list"),
         pytest.param(np.array(["c", "a", "b"] * 4, dtype=object), ["a", "b", "c"],
@@ -741,7 +847,7 @@ def test_fit_does_not_modify_inputs(spiral_data):
     ],
 )
 def test_labels_all_numbers_or_all_strings_are_accepted(labels, classes):
-    clf = SoftmaxClassifier(max_iter=3, seed=0).fit(_X, labels)
+    clf = SoftmaxClassifier(max_iter=3, random_state=0).fit(_X, labels)
     assert clf.classes_.tolist() == classes
     assert set(clf.predict(_X).tolist()) <= set(classes)
     assert 0.0 <= clf.score(_X, labels) <= 1.0
@@ -750,11 +856,220 @@ def test_labels_all_numbers_or_all_strings_are_accepted(labels, classes):
 def test_score_numbers_of_another_dtype_match(spiral_data):
     """Fitted on ints, scored with the same labels as floats: a number is a number."""
     X, y = spiral_data
-    clf = SoftmaxClassifier(max_iter=20, seed=0).fit(X, y)
+    clf = SoftmaxClassifier(max_iter=20, random_state=0).fit(X, y)
     pred = clf.predict(X)
     expected = np.count_nonzero(pred == y) / len(y)
     assert clf.score(X, y.astype(float)) == pytest.approx(expected)
     assert clf.score(X, y.tolist()) == pytest.approx(expected)
+
+
+# ------------------------------------------------ scikit-learn's conventions, without it
+
+
+def _blobs(n_per_class, seed, centers=((0.0, 0.0), (4.0, 0.0), (0.0, 4.0)), scale=0.7):
+    """Gaussian blobs around ``centers``; the label of a point is the blob it came from."""
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([c + scale * rng.standard_normal((n_per_class, 2)) for c in centers])
+    y = np.repeat(np.arange(len(centers)), n_per_class)
+    order = rng.permutation(len(y))
+    return X[order], y[order]
+
+
+def _numpy_scores(est, X):
+    """The estimator's class scores recomputed in plain NumPy from its fitted weights."""
+    if isinstance(est, SoftmaxClassifier):
+        return X @ est.coef_.T + est.intercept_
+    hidden = np.maximum(0.0, X @ est.coefs_[0] + est.intercepts_[0])
+    return hidden @ est.coefs_[1] + est.intercepts_[1]
+
+
+SOLVERS = [
+    pytest.param({}, id="lbfgs"),
+    pytest.param({"solver": "sgd", "learning_rate": 0.5}, id="sgd"),
+    pytest.param({"solver": "sgd", "learning_rate": 0.1, "batch_size": 16}, id="minibatch-sgd"),
+]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("make", ESTIMATORS)
+def test_binary_decision_function_is_one_score_for_the_second_class(make, solver):
+    """Two classes: one score per row, scores[:, 1] - scores[:, 0], positive exactly where
+    classes_[1] is predicted, ranked as predict_proba[:, 1] (its logistic sigmoid)."""
+    X, y = _blobs(30, seed=3, centers=((0.0, 0.0), (2.0, 1.0)), scale=1.0)
+    labels = np.array(["no", "yes"])[y]
+    est = make(random_state=0, **solver).fit(X, labels)
+    assert est.classes_.tolist() == ["no", "yes"]
+    dec = est.decision_function(X)
+    assert dec.shape == (len(X),)
+    scores = _numpy_scores(est, X)
+    np.testing.assert_allclose(dec, scores[:, 1] - scores[:, 0], rtol=1e-10, atol=1e-12)
+    pred = est.predict(X)
+    np.testing.assert_array_equal(pred, np.where(dec > 0, "yes", "no"))
+    assert 0 < np.count_nonzero(dec > 0) < len(X)  # both classes are predicted
+    proba = est.predict_proba(X)
+    np.testing.assert_allclose(proba[:, 1], 1.0 / (1.0 + np.exp(-dec)), rtol=1e-12)
+    order = np.argsort(dec, kind="stable")
+    assert np.all(np.diff(proba[order, 1]) >= 0)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("make", ESTIMATORS)
+def test_refit_with_the_same_random_state_is_idempotent(make, solver):
+    """Random labels on uncentred data (scikit-learn's idempotence check): fitting again,
+    or a fresh estimator with the same random_state, gives the same predictions."""
+    rng = np.random.RandomState(0)
+    X = rng.normal(loc=100, size=(80, 2))
+    y = rng.randint(0, 2, size=80)
+    est = make(random_state=7, **solver).fit(X, y)
+    first = {m: getattr(est, m)(X) for m in ("predict", "predict_proba", "decision_function")}
+    assert est.fit(X, y) is est
+    for method, value in first.items():
+        np.testing.assert_array_equal(getattr(est, method)(X), value, err_msg=method)
+    np.testing.assert_array_equal(make(random_state=7, **solver).fit(X, y).predict_proba(X),
+                                  first["predict_proba"])
+
+
+@pytest.mark.parametrize("make", ESTIMATORS)
+def test_default_solver_fits_separable_blobs(make):
+    """L-BFGS with the default parameters learns three well-separated blobs, as the blobs'
+    own labels say, on the training points and on fresh points from the same blobs."""
+    X, y = _blobs(50, seed=0)
+    X_new, y_new = _blobs(50, seed=1)
+    est = make(random_state=0).set_params(max_iter=200).fit(X, y)
+    assert est.solver == "lbfgs"
+    assert est.score(X, y) >= 0.95
+    assert est.score(X_new, y_new) >= 0.95
+
+
+def _numpy_linear_objective(W, b, X, y, reg):
+    """Mean softmax cross-entropy + 0.5 * reg * sum(W**2), in plain NumPy."""
+    return _numpy_mean_cross_entropy(X @ W + b, y) + 0.5 * reg * float(np.sum(W * W))
+
+
+def test_lbfgs_finds_the_minimum_of_the_linear_objective(spiral_data):
+    """The objective is convex: at the L-BFGS solution its gradient, taken by central
+    differences of a plain NumPy objective, vanishes; the loss decreased at every step."""
+    X, y = spiral_data
+    clf = SoftmaxClassifier(reg=1e-2, tol=1e-8, random_state=0).fit(X, y)
+    assert clf.n_iter_ < clf.max_iter
+    W, b = clf.W_.copy(), clf.b_.copy()
+
+    def f():
+        return _numpy_linear_objective(W, b, X, y, 1e-2)
+
+    # tol=1e-8 or a relative decrease below SciPy's ftol (2.2e-9) stops it; the gradient
+    # there is tiny next to its size at the start (about 0.1)
+    assert np.abs(central_difference(f, W)).max() < 1e-5
+    assert np.abs(central_difference(f, b)).max() < 1e-5
+    hist = clf.loss_history_
+    assert np.all(np.diff(hist) <= 0)
+    assert f() <= hist[-1]
+
+
+def test_lbfgs_warns_when_it_stops_early(spiral_data):
+    X, y = spiral_data
+    with pytest.warns(ConvergenceWarning, match="SoftmaxClassifier: L-BFGS stopped after 2 "
+                                                "iteration.*increase max_iter"):
+        clf = SoftmaxClassifier(max_iter=2, random_state=0).fit(X, y)
+    assert clf.n_iter_ == 2 and clf.loss_history_.shape == (2,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converged: no warning
+        SoftmaxClassifier(random_state=0).fit(X, y)
+
+
+def test_lbfgs_without_scipy_fails_clearly_and_sgd_still_works(monkeypatch, spiral_data):
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # import -> ImportError
+    X, y = spiral_data
+    with pytest.raises(ImportError, match="solver='lbfgs' needs SciPy.*solver='sgd'"):
+        TwoLayerNet(hidden_size=4).fit(X, y)
+    assert TwoLayerNet(hidden_size=4, max_iter=3, solver="sgd").fit(X, y).n_iter_ == 3
+
+
+@pytest.mark.parametrize("make", ESTIMATORS)
+def test_sparse_input_is_refused_clearly(make, spiral_data):
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = spiral_data
+    est = make(random_state=0)
+    for container in (sparse.csr_matrix, sparse.csr_array, sparse.coo_matrix):
+        with pytest.raises(TypeError, match=r"X is a sparse matrix \(\w+\), but sparse input "
+                                            r"is not supported.*X\.toarray\(\)"):
+            est.fit(container(X), y)
+    est.fit(X, y)
+    with pytest.raises(TypeError, match="sparse input is not supported"):
+        est.predict(sparse.csr_matrix(X))
+
+
+def test_object_X_of_numbers_is_converted(spiral_data):
+    X, y = spiral_data
+    a = SoftmaxClassifier(random_state=0).fit(X.astype(object), y)
+    b = SoftmaxClassifier(random_state=0).fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    np.testing.assert_array_equal(a.predict_proba(X.astype(object)), b.predict_proba(X))
+
+
+@pytest.mark.parametrize("make", ESTIMATORS)
+def test_column_vector_y_warns_and_is_raveled(make, spiral_data):
+    X, y = spiral_data
+    with pytest.warns(DataConversionWarning, match=r"A column-vector y was passed when a 1d "
+                                                   r"array was expected: y has shape \(120, 1\)"):
+        a = make(random_state=0).fit(X, y[:, None])
+    b = make(random_state=0).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+def test_seed_is_a_deprecated_alias_of_random_state(spiral_data):
+    X, y = spiral_data
+    with pytest.warns(FutureWarning, match=r"seed was renamed random_state.*"
+                                           r"TwoLayerNet\(random_state=\.\.\.\)"):
+        old = TwoLayerNet(hidden_size=5, max_iter=20, seed=4).fit(X, y)
+    new = TwoLayerNet(hidden_size=5, max_iter=20, random_state=4).fit(X, y)
+    np.testing.assert_array_equal(old.predict_proba(X), new.predict_proba(X))
+    with pytest.warns(FutureWarning), pytest.raises(TypeError, match="seed must be None"):
+        SoftmaxClassifier(seed="abc").fit(X, y)
+    with pytest.raises(ValueError, match="seed and random_state are both set"):
+        SoftmaxClassifier(seed=1, random_state=1).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # no warning unless seed is given
+        SoftmaxClassifier(random_state=4).fit(X, y)
+
+
+def test_sklearn_is_fitted_protocol(spiral_data):
+    X, y = spiral_data
+    clf = SoftmaxClassifier(random_state=0)
+    assert clf.__sklearn_is_fitted__() is False
+    assert clf.fit(X, y).__sklearn_is_fitted__() is True
+
+
+def test_import_loads_neither_sklearn_nor_scipy():
+    """scikit-learn stays optional and SciPy is imported by the first L-BFGS fit only; an
+    estimator used before fit raises cysoftmax's own NotFittedError then."""
+    code = (
+        "import sys, numpy as np, cysoftmax\n"
+        "assert not any(m.split('.')[0] in ('sklearn', 'scipy') for m in sys.modules), 'import'\n"
+        "try:\n"
+        "    cysoftmax.SoftmaxClassifier().predict(np.ones((2, 2)))\n"
+        "except cysoftmax.NotFittedError as exc:\n"
+        "    assert type(exc) is cysoftmax.NotFittedError, type(exc).__mro__\n"
+        "assert 'sklearn' not in sys.modules\n"
+        "X, y = cysoftmax.datasets.spiral(n_per_class=5, seed=0)\n"
+        "cysoftmax.SoftmaxClassifier(solver='sgd', max_iter=2).fit(X, y)\n"
+        "assert 'scipy' not in sys.modules, 'sgd'\n"
+        "cysoftmax.SoftmaxClassifier(max_iter=2).fit(X, y)\n"
+        "assert 'scipy.optimize' in sys.modules and 'sklearn' not in sys.modules\n"
+    )
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_not_fitted_error_pickles(spiral_data):
+    with pytest.raises(NotFittedError) as info:
+        TwoLayerNet().predict_proba(spiral_data[0])
+    again = pickle.loads(pickle.dumps(info.value))
+    assert type(again) is type(info.value) and str(again) == str(info.value)
+
 
 
 # ------------------------------------------------ scikit-learn
@@ -767,8 +1082,9 @@ def _shuffled_spiral():
 
 
 SKLEARN_ESTIMATORS = [
-    pytest.param(lambda: SoftmaxClassifier(seed=0), 0.4, id="SoftmaxClassifier"),
-    pytest.param(lambda: TwoLayerNet(hidden_size=50, max_iter=1000, seed=0), 0.7, id="TwoLayerNet"),
+    pytest.param(lambda: SoftmaxClassifier(random_state=0), 0.4, id="SoftmaxClassifier"),
+    pytest.param(lambda: TwoLayerNet(hidden_size=50, max_iter=1000, random_state=0), 0.7,
+                 id="TwoLayerNet"),
 ]
 
 
@@ -811,8 +1127,8 @@ def test_sklearn_clone(make, min_accuracy, spiral_data):
     assert copy.get_params() == est.get_params()
     assert copy.reg == 0.25 and copy.learning_rate == 0.5 and copy.max_iter == 5
     assert not hasattr(copy, "classes_")  # unfitted
-    gen = sklearn_base.clone(make().set_params(seed=np.random.default_rng(0)))
-    assert isinstance(gen.seed, np.random.Generator)
+    gen = sklearn_base.clone(make().set_params(random_state=np.random.default_rng(0)))
+    assert isinstance(gen.random_state, np.random.Generator)
 
 
 def test_estimators_work_without_sklearn(monkeypatch, spiral_data):
@@ -824,7 +1140,8 @@ def test_estimators_work_without_sklearn(monkeypatch, spiral_data):
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn -> ImportError
     X, y = spiral_data
-    for est in (SoftmaxClassifier(max_iter=3, seed=0), TwoLayerNet(hidden_size=4, max_iter=3, seed=0)):
+    for est in (SoftmaxClassifier(max_iter=3, random_state=0),
+                TwoLayerNet(hidden_size=4, max_iter=3, random_state=0)):
         assert est._estimator_type == "classifier"
         est.fit(X, y)
         assert 0.0 <= est.score(X, y) <= 1.0
