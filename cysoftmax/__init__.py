@@ -19,10 +19,38 @@ datasets.spiral                               the case study's 2-D spiral
 (``python -m cysoftmax.casestudy`` reruns the case study; ``python -m cysoftmax.bench`` times it all)
 """
 
+import importlib
+import importlib.machinery
+import os
+import sys
+
 from . import _openmp_env
 
+
+def _import_kernels():
+    """The compiled module.  A source tree without its build (the repository's root is
+    the current directory, so ``import cysoftmax`` finds the sources before the
+    installed package) borrows the installed package's build of the same name."""
+    try:
+        return importlib.import_module(__name__ + "._kernels")
+    except ImportError as exc:
+        here = os.path.dirname(os.path.abspath(__file__))
+        for entry in sys.path:
+            candidate = os.path.join(os.path.abspath(entry or "."), __name__)
+            if candidate == here or not os.path.isdir(candidate):
+                continue
+            if any(os.path.exists(os.path.join(candidate, "_kernels" + suffix))
+                   for suffix in importlib.machinery.EXTENSION_SUFFIXES):
+                __path__.append(candidate)
+                return importlib.import_module(__name__ + "._kernels")
+        raise ImportError(
+            f"cysoftmax's compiled extension is neither built in {here} nor installed "
+            f"elsewhere on sys.path ({exc}). Install the package (pip install .), or build "
+            f"it in place with: python setup.py build_ext --inplace") from exc
+
+
 with _openmp_env.passive_wait_unless_configured():
-    from . import _kernels  # loads the OpenMP runtime, which reads the setting once
+    _kernels = _import_kernels()  # loads the OpenMP runtime, which reads the setting once
 from . import datasets
 from ._api import cross_entropy, log_softmax, softmax, softmax_cross_entropy
 from .models import (

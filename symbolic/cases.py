@@ -49,11 +49,22 @@ import numpy as np
 from .evaluate import DIGITS, reference
 
 __all__ = ["CaseSpec", "case_specs", "build_document", "render", "main", "DEFAULT_OUTPUT",
-           "COMMAND"]
+           "default_output", "COMMAND"]
 
 SEED = 20261129
 COMMAND = "python -m symbolic.cases"
-DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "reference_cases.json"
+_CASES_FILE = Path("tests") / "data" / "reference_cases.json"
+# the source tree this module belongs to (when it is not installed elsewhere)
+DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / _CASES_FILE
+
+
+def default_output() -> Path:
+    """The cases file of the source tree: the one beside this package when it is run
+    from a checkout or an unpacked sdist, else the one under the current directory."""
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (root / "tests").is_dir():
+            return root / _CASES_FILE
+    return DEFAULT_OUTPUT
 REDUCTIONS = ("mean", "sum", "none")
 DTYPES = ("float32", "float64")
 INF, NAN = math.inf, math.nan
@@ -345,12 +356,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="compare with the file instead of writing it; exit 1 if it differs")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help="path of the cases file (default: %(default)s)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="path of the cases file (default: tests/data/reference_cases.json "
+                             "of the source tree this module is in, else of the current "
+                             "directory)")
     args = parser.parse_args(argv)
-    if not args.output.parent.parent.is_dir():  # e.g. symbolic imported from site-packages
-        print(f"{args.output.parent.parent} does not exist: run `{COMMAND}` from the repository "
-              f"root or pass --output", file=sys.stderr)
+    if args.output is None:
+        args.output = default_output()
+    if not args.output.parent.parent.is_dir():  # neither a checkout nor an unpacked sdist
+        print(f"{args.output.parent.parent} does not exist: the cases file belongs to the "
+              f"source tree; run `{COMMAND}` from the root of a checkout or an unpacked "
+              f"sdist, or pass --output PATH", file=sys.stderr)
         return 2
 
     start = time.perf_counter()

@@ -16,6 +16,7 @@ reference (``tests/reference.py``) evaluated on copies taken before the call.
 import array
 import subprocess
 import sys
+import tempfile
 import textwrap
 import warnings
 
@@ -105,8 +106,9 @@ def test_array_array_labels_sharing_memory_with_out():
 
 
 def _run_python(code, timeout=240):
+    """Run code in a fresh interpreter (away from the source tree: the installed package)."""
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, cwd=tempfile.gettempdir())
     assert proc.returncode == 0, (
         f"exit code {proc.returncode} (negative: killed by that signal)\n{proc.stderr[-3000:]}")
     return proc.stdout

@@ -257,6 +257,20 @@ def test_cases_check_reports_a_stale_file(tmp_path, monkeypatch, capsys):
     assert "python -m symbolic.cases" in capsys.readouterr().err
 
 
+def test_cases_default_output_is_the_source_trees_file_or_the_current_directorys(
+        tmp_path, monkeypatch, capsys):
+    here = Path(cases.__file__).resolve().parent.parent
+    if (here / "tests").is_dir():  # a checkout or an unpacked sdist: its own file, anywhere
+        monkeypatch.chdir(tmp_path)
+        assert cases.default_output() == here / "tests" / "data" / "reference_cases.json"
+    else:  # installed: the current directory's tree, or a clear error
+        monkeypatch.chdir(tmp_path)
+        assert cases.main(["--check"]) == 2
+        assert "root of a checkout" in capsys.readouterr().err
+        (tmp_path / "tests").mkdir()
+        assert cases.default_output() == tmp_path / "tests" / "data" / "reference_cases.json"
+
+
 def test_inputs_are_rounded_to_the_dtype_before_evaluation():
     spec = cases.CaseSpec("t", "t", lambda rng, dtype: ([[0.1, 0.2]], [1]), 2)
     case = cases.build_case(spec, "float32", "sum", random.Random(0))
