@@ -38,7 +38,7 @@ thread (GNU OpenMP's pool does not survive a fork).
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
-from libc.math cimport NAN
+from libc.math cimport NAN, isfinite
 from cython.parallel cimport prange
 
 import operator
@@ -307,11 +307,17 @@ cdef cnp.ndarray _scores(object scores):
     return _validation.as_scores(scores)
 
 
+cdef tuple _batch_shape(cnp.ndarray s):
+    """scores.shape[:-1]."""
+    return (<object>s).shape[:cnp.PyArray_NDIM(s) - 1]
+
+
 cdef cnp.ndarray _rows(cnp.ndarray a, Py_ssize_t n_classes):
-    """a (..., C) as C-contiguous 2-D rows (a itself when it is already that)."""
+    """a (..., C) as aligned C-contiguous 2-D rows (a itself when it is already that;
+    a copy when a is not contiguous or its data are not aligned for its dtype)."""
     if cnp.PyArray_NDIM(a) == 2 and cnp.PyArray_ISCARRAY_RO(a):
         return a
-    return np.ascontiguousarray(a).reshape(-1, n_classes)
+    return np.require(a, requirements="CA").reshape(-1, n_classes)
 
 
 cdef cnp.ndarray _out(object out, cnp.ndarray s):
@@ -374,6 +380,7 @@ cdef enum SceStatus:
     SCE_OK = 0
     SCE_BAD_LABEL = 1
     SCE_NO_MEMORY = 2
+    SCE_BAD_WEIGHT = 3
 
 
 cdef SceStatus _sce_raw(bint is_f64, const void *scores, void *grad, Py_ssize_t n_rows,
@@ -419,6 +426,10 @@ cdef SceStatus _sce_raw(bint is_f64, const void *scores, void *grad, Py_ssize_t 
     if weight != NULL:
         args.weight = <double *>(owned + n_rows * 8)
         memcpy(owned + n_rows * 8, weight, n_classes * 8)
+        for i in range(n_classes):  # (checked by the caller too; this is the copy used)
+            if not isfinite(args.weight[i]):
+                free(owned)
+                return SCE_BAD_WEIGHT
 
     # labels: range check and the "mean" denominator, in row order, on the copies
     for i in range(n_rows):
@@ -525,7 +536,7 @@ def softmax_cross_entropy(scores, labels, reduction, weight, ignore_index, label
             and cnp.PyArray_DIM(<cnp.ndarray>labels, 0) == n_rows):
         y = <cnp.ndarray>labels
     else:
-        y = _validation.as_labels(labels, (<object>s).shape[:-1], n_classes, opt.ignore_index)
+        y = _validation.as_labels(labels, _batch_shape(s), n_classes, opt.ignore_index)
     if weight is not None:
         w = _validation.as_weight(weight, n_classes)
         w_ptr = <const double *>cnp.PyArray_DATA(w)
@@ -542,13 +553,15 @@ def softmax_cross_entropy(scores, labels, reduction, weight, ignore_index, label
                           <const int64_t *>cnp.PyArray_DATA(y), w_ptr, &opt, row_loss_ptr,
                           &total, &denominator, &bad, &bad_value)
     if status == SCE_BAD_LABEL:  # (the value the kernels saw, in their copy)
-        _validation.raise_label_range(bad_value, bad, (<object>s).shape[:-1], n_classes,
+        _validation.raise_label_range(bad_value, bad, _batch_shape(s), n_classes,
                                       opt.ignore_index)
+    if status == SCE_BAD_WEIGHT:  # changed by another thread after it was checked
+        raise ValueError("weight must be finite (and within float64's range)")
     if status == SCE_NO_MEMORY:
         raise MemoryError()
     loss = _finish_loss(total, denominator, opt.reduction, row_loss, is_f64)
     if opt.reduction == CYSM_REDUCTION_NONE and cnp.PyArray_NDIM(s) != 2:
-        loss = loss.reshape((<object>s).shape[:-1])
+        loss = loss.reshape(_batch_shape(s))
     return loss, grad
 
 

@@ -203,4 +203,7 @@ def check_out(out: Any, scores: np.ndarray, name: str = "out") -> np.ndarray:
         raise ValueError(f"{name} must be C-contiguous")
     if not out.flags.writeable:
         raise ValueError(f"{name} must be writeable")
+    if not out.flags.aligned:
+        raise ValueError(f"{name} must be aligned for its dtype (its data start at an "
+                         f"address that is a multiple of {out.dtype.itemsize})")
     return out

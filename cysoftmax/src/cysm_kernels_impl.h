@@ -518,13 +518,21 @@ static inline void FN(finish_half)(const ARGS *a, VACC m, VACC fy, VACC ey, VACC
 #endif
 #endif
 
+/* GCC (12) reports T, E and ey as "maybe uninitialized" after inlining with a
+ * compile-time C, although every T[k] and E[k] with k < C is written before it is
+ * read and no other is read; zero-initializing them does not silence it.  The
+ * warning is turned off for this function alone. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 static inline __attribute__((always_inline)) void
     FN(sce_small_body)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
                        double *loss_sum, const ptrdiff_t C)
 {
     enum { NA = CYSM_VBYTES / 8, NH = NL / NA }; /* double lanes per vector, halves */
     const int smooth = a->smoothing > 0;
-    VREAL T[CYSM_SMALL_C], E[CYSM_SMALL_C];
+    VREAL T[CYSM_SMALL_C], E[CYSM_SMALL_C]; /* only [0, C) is used, each written first */
     VACC sum[NH] = {{0}};
     int64_t lab_tail[NL];
     for (ptrdiff_t g0 = r0; g0 < r1; g0 += NL) {
@@ -621,6 +629,10 @@ static inline __attribute__((always_inline)) void
     *loss_sum = FN(acc_total)(sum[0], sum[NH - 1]);
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
 /* The class count as a compile-time constant for the smallest C, so the
  * transposition and the per-row loops unroll. */
 static void FN(sce_small)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
@@ -693,3 +705,6 @@ static void FN(softmax_rows)(const void *x_, void *out_, ptrdiff_t C, ptrdiff_t 
 #undef VINT
 #undef VACC
 #undef ARGS
+#ifdef CYSM_EVEN_LANES
+#undef CYSM_EVEN_LANES
+#endif
