@@ -6,9 +6,18 @@ small OpenMP program; otherwise the build goes on without it (the kernels then
 run on one thread) and says so.  ``CYSOFTMAX_OPENMP=0`` or ``=1`` forces the
 choice.  No ``-march=native``: the C file compiles its hot kernels for several
 instruction sets itself and picks one at import.
+
+``CYSOFTMAX_SANITIZE=address,undefined`` (any comma-separated ``-fsanitize=``
+list) builds an instrumented extension for tests/test_sanitizers.py: the
+sanitizers on, -O1 -g, frame pointers kept, the first undefined-behaviour
+report fatal.  Such a build needs the sanitizer runtime preloaded to import
+(``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``).  Make it in a copy of the
+sources (as the test does) or with ``--force``: setuptools does not rebuild when
+only the flags change.  Unset, the build is the normal one.
 """
 
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -67,6 +76,28 @@ link_args = []
 if OPENMP:
     compile_args.append("-fopenmp")
     link_args.append("-fopenmp")
+
+
+def sanitizer_flags():
+    """(compile flags, link flags) for CYSOFTMAX_SANITIZE, or None when it is unset."""
+    value = os.environ.get("CYSOFTMAX_SANITIZE", "").strip()
+    if not value:
+        return None
+    if not re.fullmatch(r"[a-z0-9-]+(,[a-z0-9-]+)*", value):
+        sys.exit(f"CYSOFTMAX_SANITIZE must be a comma-separated list such as "
+                 f"'address,undefined', got {value!r}")
+    flags = [f"-fsanitize={value}", "-fno-omit-frame-pointer"]
+    if "undefined" in value.split(","):
+        flags.append("-fno-sanitize-recover=undefined")
+    return flags + ["-O1", "-g"], flags
+
+
+SANITIZE = sanitizer_flags()
+if SANITIZE:
+    # the sanitizers' -O1 comes after -O3 and wins
+    compile_args += SANITIZE[0]
+    link_args += SANITIZE[1]
+    print(f"cysoftmax: building with sanitizers ({' '.join(SANITIZE[1])})", file=sys.stderr)
 
 extensions = [
     Extension(
