@@ -714,7 +714,6 @@ def _run_concurrent(api, case):
     stop = threading.Event()
     thread = threading.Thread(target=_flipper, args=(m, stop), daemon=True)
     thread.start()
-    outcomes = []
     try:
         deadline = time.monotonic() + 10.0
         for _ in range(case.calls):
@@ -724,12 +723,10 @@ def _run_concurrent(api, case):
                 if not isinstance(exc, ALLOWED_ERRORS) or not re.search(
                         rf"\b{m.target}\b", str(exc)):
                     raise CaseFailure(f"while {m.target} changed: {type(exc).__name__}: {exc}")
-                outcomes.append("error")
             else:
                 parts = result if isinstance(result, tuple) else (result,)
                 if not all(np.isfinite(np.asarray(p)).all() for p in parts):
                     raise CaseFailure(f"while {m.target} changed: a non-finite result")
-                outcomes.append("result")
             if time.monotonic() > deadline:
                 break
     finally:
@@ -857,6 +854,8 @@ def drive(args):
                     break
                 if line is None:
                     break
+                if not line.startswith("["):
+                    continue  # not the harness's (something printed to stdout)
                 kind, case_id, text = json.loads(line)
                 if kind == "START":
                     current, last_desc[case_id] = case_id, text
