@@ -1,4 +1,4 @@
-"""Shared fixtures: every SIMD target this CPU runs, and seeded generators."""
+"""Shared fixtures: every SIMD target this CPU runs, both precisions, seeded generators."""
 
 import numpy as np
 import pytest
@@ -14,6 +14,12 @@ def simd_target(request):
     _kernels.set_target(request.param)
     yield request.param
     _kernels.set_target(before)
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+    """The two precisions of the kernels."""
+    return request.param
 
 
 @pytest.fixture

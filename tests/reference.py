@@ -9,6 +9,13 @@ Used by the test grids; the high-precision reference is the SymPy cases file.
 
 import numpy as np
 
+# The one tolerance table.  EXACT_RTOL: the accuracy the README promises against exact
+# values (relative; the dtype's smallest normal number is the absolute floor where a
+# value underflows).  REFERENCE_TOL: against the float64 reference below, which carries
+# rounding errors of its own (np.testing.assert_allclose keyword arguments).
+EXACT_RTOL = {np.float32: 1e-6, np.float64: 1e-13}
+REFERENCE_TOL = {np.float32: dict(rtol=2e-6, atol=1e-7), np.float64: dict(rtol=1e-12, atol=1e-16)}
+
 
 def log_softmax(f):
     f = np.asarray(f, dtype=np.float64)

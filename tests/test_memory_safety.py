@@ -26,8 +26,7 @@ import pytest
 import cysoftmax
 import reference
 
-DTYPES = [np.float32, np.float64]
-TOL = {np.float32: dict(rtol=2e-6, atol=1e-7), np.float64: dict(rtol=1e-12, atol=1e-16)}
+TOL = reference.REFERENCE_TOL
 
 
 def _as_buffer(kind, arr):
@@ -42,7 +41,6 @@ def _as_buffer(kind, arr):
 @pytest.mark.parametrize("kind", ["ndarray", "memoryview"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("n_classes", [3, 17, 40], ids=lambda c: f"C{c}")
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_labels_sharing_memory_with_out(dtype, n_classes, reduction, kind):
     """Labels written over by the gradient while the kernels run (it crashed with a
     memoryview: the labels were re-read after rows of out had been written)."""
@@ -178,7 +176,6 @@ def test_labels_flipping_during_calls_never_crash(n_classes):
 
 
 @pytest.mark.parametrize("n_classes", [3, 21], ids=lambda c: f"C{c}")
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_opposite_scores_near_float32_max_with_smoothing_stay_finite(dtype, n_classes):
     """The smoothing sum of w_c (f_c - max f) overflowed in float32 (3e38 - -3e38): the
     exact loss of the reproducer is 0.1 / 3 * 9e38 = 3e37."""

@@ -2,29 +2,21 @@
 NaN rows, tiny losses.  Expected values come from first principles (closed forms and
 mpmath), never from the kernels."""
 
-import mpmath
 import numpy as np
 import pytest
 
 import cysoftmax
 import reference
-
-DTYPES = [np.float32, np.float64]
-IDS = ["f32", "f64"]
-
+from symbolic import evaluate
 
 def exact_row(f, y):
-    """mpmath loss, gradient, softmax and log_softmax of one row.
-
-    600 working digits: enough that quantities like log(1 + e^-800) next to an
-    offset of 1e4 keep 50+ significant digits."""
-    with mpmath.workdps(600):
-        fs = [mpmath.mpf(float(v)) for v in f]
-        lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in fs))
-        p = [mpmath.exp(v - lse) for v in fs]
-        g = [p[k] - (1 if k == y else 0) for k in range(len(fs))]
-        return (float(lse - fs[y]), np.array([float(v) for v in g]),
-                np.array([float(v) for v in p]), np.array([float(v - lse) for v in fs]))
+    """Exact loss, gradient, softmax and log_softmax of one row (symbolic.evaluate, mpmath
+    at a precision raised until the values settle)."""
+    ref = evaluate.reference([[float(v) for v in f]], [int(y)], n_classes=len(f),
+                             reduction="sum")
+    return (float(ref.loss), np.array([float(v) for v in ref.grad[0]]),
+            np.array([float(v) for v in ref.softmax[0]]),
+            np.array([float(v) for v in ref.log_softmax[0]]))
 
 
 def rel_ok(got, want, rtol, atol):
@@ -32,10 +24,9 @@ def rel_ok(got, want, rtol, atol):
     return np.all(np.abs(got - want) <= rtol * np.abs(want) + atol)
 
 
-RTOL = {np.float32: 1e-6, np.float64: 1e-13}
+RTOL = reference.EXACT_RTOL
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 @pytest.mark.parametrize("offset", [-1e4, 0.0, 1e4], ids=["minus1e4", "zero", "plus1e4"])
 @pytest.mark.parametrize("spread", [1.0, 30.0, 85.0, 100.0, 700.0, 800.0])
 @pytest.mark.parametrize("C", [3, 40])
@@ -53,7 +44,6 @@ def test_offsets_and_spreads(simd_target, dtype, offset, spread, C):
     assert rel_ok(cysoftmax.log_softmax(f), want_logp, RTOL[dtype], tiny)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 def test_tiny_loss_keeps_its_digits(simd_target, dtype):
     """A confidently right row: loss ~ e^-60 ~ 1e-26, not 0."""
     f = np.array([0.0, -60.0, -61.0], dtype=dtype)
@@ -64,7 +54,6 @@ def test_tiny_loss_keeps_its_digits(simd_target, dtype):
     assert rel_ok(grad, want_grad, RTOL[dtype], 0), (grad, want_grad)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 def test_subnormal_probabilities(simd_target, dtype):
     """exp(f - m) in the subnormal range is formed correctly, and below it is 0."""
     lim = 100.0 if dtype == np.float32 else 740.0
@@ -76,7 +65,6 @@ def test_subnormal_probabilities(simd_target, dtype):
     assert p[3] == 0 and p[1] > 0
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 @pytest.mark.parametrize("C", [5, 40])
 def test_masked_classes(simd_target, dtype, C):
     f = np.linspace(-2, 2, C).astype(dtype)
@@ -86,7 +74,7 @@ def test_masked_classes(simd_target, dtype, C):
     loss, grad = cysoftmax.softmax_cross_entropy(f, y)
     assert np.isfinite(loss)
     assert np.all(grad[masked] == 0)
-    want_loss, want_grad, want_p, _ = exact_row(np.where(masked, -1e6, f), y)
+    want_loss, want_grad, want_p, _ = exact_row(f, y)  # (the exact values of a -inf score)
     assert rel_ok(loss, want_loss, RTOL[dtype], 0)
     assert rel_ok(grad, want_grad, RTOL[dtype], 0)
     p = cysoftmax.softmax(f)
@@ -100,7 +88,6 @@ def test_masked_classes(simd_target, dtype, C):
     assert cysoftmax.cross_entropy(f, 0, label_smoothing=0.1) == np.inf
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 @pytest.mark.parametrize("C", [4, 40])
 @pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "posinf"])
 def test_nan_row_is_contained(simd_target, dtype, C, bad):
@@ -120,7 +107,6 @@ def test_nan_row_is_contained(simd_target, dtype, C, bad):
     assert np.all(np.isfinite(cysoftmax.softmax(f)[rest]))
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 def test_ties(simd_target, dtype):
     f = np.array([[3.0, 3.0, 3.0], [1.0, 5.0, 5.0], [7.0] * 20 + [0.0]], dtype=object)
     for row in f:
