@@ -113,7 +113,7 @@ def test_bad_arguments(argv):
 
 
 def test_shape_parsing():
-    assert bench._shapes("300x3,4096X1000") == [(300, 3), (4096, 1000)]
+    assert bench.parse_shapes("300x3,4096X1000") == [(300, 3), (4096, 1000)]
 
 
 def test_jax_child_process_when_installed():
@@ -134,10 +134,10 @@ def test_buffers_lie_half_a_page_from_the_scores():
     cysoftmax.softmax_cross_entropy(scores, np.zeros(33, dtype=np.int64), out=out)
 
 
-def test_loadbench_runs_beside_a_busy_process(tmp_path):
-    """python -m cysoftmax.loadbench: per-call percentiles alone and beside a busy process."""
+def test_load_runs_beside_a_busy_process(tmp_path):
+    """python -m cysoftmax.bench.load: per-call percentiles alone and beside a busy process."""
     proc = subprocess.run(
-        [sys.executable, "-m", "cysoftmax.loadbench", "--shapes", "64x3", "--load", "0,1",
+        [sys.executable, "-m", "cysoftmax.bench.load", "--shapes", "64x3", "--load", "0,1",
          "--calls", "50", "--budget", "0.2", "--json"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
@@ -155,8 +155,8 @@ def test_loadbench_runs_beside_a_busy_process(tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["--shapes", "64"], "NxC"), (["--load", "-1"], "non-negative"),
     (["--calls", "0"], "positive integer"), (["--budget", "nan"], "positive number")])
-def test_loadbench_rejects_bad_arguments(args, words, capsys):
-    from cysoftmax import loadbench
+def test_load_rejects_bad_arguments(args, words, capsys):
+    from cysoftmax.bench import load
     with pytest.raises(SystemExit) as info:
-        loadbench.main(args)
+        load.main(args)
     assert info.value.code == 2 and words in capsys.readouterr().err
