@@ -3,6 +3,7 @@ JSON and markdown have the expected structure, and missing peers are skipped wit
 No timing is asserted: CI machines are too noisy for that."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 
 import cysoftmax
 from cysoftmax import bench
+from cysoftmax.bench import children, machine, peers
 
 TINY = ["--quick", "--shapes", "16x5", "--casestudy-iters", "3", "--no-cpu-probe"]
 
@@ -160,3 +162,33 @@ def test_load_rejects_bad_arguments(args, words, capsys):
     with pytest.raises(SystemExit) as info:
         load.main(args)
     assert info.value.code == 2 and words in capsys.readouterr().err
+
+
+@pytest.fixture
+def decoy_cwd(tmp_path, monkeypatch):
+    """The working directory holds a cysoftmax (and a numpy) that cannot be imported, as a
+    source checkout not built in place would."""
+    for name in ("cysoftmax", "numpy"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('decoy {name}')\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_children_import_this_cysoftmax_not_the_working_directory(decoy_cwd):
+    proc = subprocess.run(
+        children.python_command("import cysoftmax, numpy\nprint(cysoftmax.__file__)"),
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert os.path.samefile(proc.stdout.strip(), cysoftmax.__file__)
+    probe = machine.cpu_probe(rounds=1)  # its children import numpy
+    assert probe["cores_delivered"] > 0
+
+
+def test_jax_child_imports_this_cysoftmax(decoy_cwd):
+    result = bench.run_jax_child([(8, 3)], ["float32"], "1", budget=0.005, repeats=3)
+    if peers.peer_missing("jax") is None:
+        assert not result["errors"], result
+    else:  # it gets as far as importing JAX
+        assert "decoy" not in result["errors"]["8x3/float32"]
+        assert "jax" in result["errors"]["8x3/float32"]

@@ -41,6 +41,9 @@ The case study entry times one training run of the CS231n two-layer network
 (spiral data, 100 hidden units) with :class:`cysoftmax.TwoLayerNet` against
 the notes' own NumPy loop (:func:`cysoftmax.casestudy.notes_two_layer_numpy`).
 
+Child processes (JAX, the CPU probe) import the same cysoftmax as the process
+that starts them (:mod:`cysoftmax.bench.children`).
+
 ``python -m cysoftmax.bench.load`` (:mod:`cysoftmax.bench.load`) times single
 calls alone and beside busy processes.
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from cysoftmax import _api, build_info
 
+from .children import python_command
 from .inputs import empty_apart, make_inputs, parse_shapes
 from .report import text_table
 
@@ -32,7 +33,7 @@ BUSY_LOOP = "while True: pass"
 @contextlib.contextmanager
 def competing_load(n_processes: int) -> Iterator[None]:
     """n_processes Python processes spinning on a CPU each, for the duration of the block."""
-    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdin=subprocess.DEVNULL,
+    procs = [subprocess.Popen(python_command(BUSY_LOOP), stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for _ in range(n_processes)]
     try:

@@ -6,11 +6,12 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 from importlib import metadata
 from typing import Any, Dict, List, Optional
 
 import cysoftmax
+
+from .children import python_command
 
 VERSION_PACKAGES = {"numpy": "numpy", "Cython": "Cython", "torch": "torch",
                     "sklearn": "scikit-learn", "jax": "jax", "jaxlib": "jaxlib",
@@ -91,7 +92,7 @@ _PROBES = {
 
 def _run_children(code: str, k: int) -> List[float]:
     """Run ``k`` children of ``code`` at once; the number each prints."""
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen(python_command(code), stdout=subprocess.PIPE, text=True)
              for _ in range(k)]
     return [float(p.communicate()[0]) for p in procs]
 

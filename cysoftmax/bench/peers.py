@@ -20,6 +20,7 @@ import numpy as np
 
 import cysoftmax
 
+from .children import python_command
 from .inputs import KINDS, empty_apart, make_inputs, thread_count
 from .timing import Loop, loop_of, measure, with_setting
 
@@ -205,7 +206,8 @@ def run_jax_child(shapes: Sequence[Tuple[int, int]], dtypes: Sequence[str], sett
     ``process_medians_ns``). For a thread setting other than "all"
     the child is pinned to that many CPUs before JAX starts: XLA's CPU thread
     pool takes no thread count (XLA_FLAGS such as
-    ``--xla_cpu_multi_thread_eigen=false`` left it using both CPUs).
+    ``--xla_cpu_multi_thread_eigen=false`` left it using both CPUs). The children
+    import this process's cysoftmax (:mod:`cysoftmax.bench.children`).
     """
     cpus = _jax_cpus(setting)
     result: Dict[str, Any] = {"timings": {}, "errors": {}, "cpus": cpus}
@@ -222,10 +224,11 @@ def run_jax_child(shapes: Sequence[Tuple[int, int]], dtypes: Sequence[str], sett
 
 def _jax_answer(request: Dict[str, Any]) -> Dict[str, Any]:
     """Run one JAX child process; its answer, or ``{"error": why}``."""
+    command = python_command("from cysoftmax.bench.peers import jax_worker\n"
+                             "raise SystemExit(jax_worker())\n")
     try:
-        proc = subprocess.run([sys.executable, "-m", "cysoftmax.bench", "--jax-worker"],
-                              input=json.dumps(request), capture_output=True, text=True,
-                              timeout=900)
+        proc = subprocess.run(command, input=json.dumps(request), capture_output=True,
+                              text=True, timeout=900)
     except subprocess.TimeoutExpired:
         return {"error": "the JAX child process timed out"}
     if proc.returncode != 0:
