@@ -12,7 +12,7 @@ import pytest
 
 import cysoftmax
 from cysoftmax import bench
-from cysoftmax.bench import children, machine, peers
+from cysoftmax.bench import children, machine, peers, report, runner
 
 TINY = ["--quick", "--shapes", "16x5", "--casestudy-iters", "3", "--no-cpu-probe"]
 
@@ -189,6 +189,42 @@ def test_jax_child_imports_this_cysoftmax(decoy_cwd):
     result = bench.run_jax_child([(8, 3)], ["float32"], "1", budget=0.005, repeats=3)
     if peers.peer_missing("jax") is None:
         assert not result["errors"], result
+        assert result["platform"] == "cpu"
     else:  # it gets as far as importing JAX
         assert "decoy" not in result["errors"]["8x3/float32"]
         assert "jax" in result["errors"]["8x3/float32"]
+
+
+def test_jax_children_run_on_the_cpu(monkeypatch):
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen.update(command=command, env=kwargs["env"])
+        answer = {"timings": {"8x3/float32/loss": {"median_ns": 5.0}}, "version": "0",
+                  "platform": "cpu"}
+        return subprocess.CompletedProcess(command, 0, json.dumps(answer) + "\n", "")
+
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    monkeypatch.setattr(peers.subprocess, "run", fake_run)
+    result = bench.run_jax_child([(8, 3)], ["float32"], "all", budget=0.005, repeats=3)
+    assert seen["env"]["JAX_PLATFORMS"] == "cpu"
+    assert "jax_worker" in seen["command"][-1]
+    assert result["timings"]["8x3/float32/loss"]["process_medians_ns"] == [5.0]
+    assert "JAX_PLATFORMS=cpu" in peers.PEER_NOTES["jax"]
+
+
+def test_report_says_jax_runs_on_the_cpu(monkeypatch):
+    def fake_jax_child(shapes, dtypes, setting, budget, repeats, processes=1):
+        timing = {"median_ns": 1e4, "min_ns": 1e4, "repeats": 3, "number": 1,
+                  "cpu_per_wall": 1.0}
+        return {"timings": {f"8x3/float64/{kind}": timing for kind in bench.KINDS},
+                "errors": {}, "platform": "cpu"}
+
+    monkeypatch.setattr(runner, "peer_missing", lambda name: None)
+    monkeypatch.setattr(runner, "run_jax_child", fake_jax_child)
+    result = bench.run(shapes=[(8, 3)], dtypes=["float64"], threads=["1"],
+                       peers=["numpy", "jax"], quick=True, casestudy_iters=0, probe=False,
+                       quiet=True)
+    assert all("jax" in entry["timings"] for entry in result["results"])
+    for text in (report.format_text(result), report.format_markdown(result)):
+        assert "on the CPU (JAX_PLATFORMS=cpu" in text

@@ -30,7 +30,9 @@ Each is compared, in the same run, with
   ``n_threads=t``) and JAX (a jitted ``value_and_grad`` of optax's
   ``softmax_cross_entropy_with_integer_labels(...).mean()``; run in a fresh
   child process per shape and dtype, pinned to ``t`` CPUs when ``t`` is not
-  "all", because XLA's thread pool takes no thread count).
+  "all", because XLA's thread pool takes no thread count, and on the CPU:
+  the child's environment has ``JAX_PLATFORMS=cpu``, so a GPU that JAX sees
+  is not used).
 
 Every time is the median over repeated samples; each sample times a
 ``perf_counter_ns`` loop over many calls, so the harness adds tens of

@@ -1,7 +1,9 @@
 """The implementations timed: cysoftmax, NumPy, PyTorch, scikit-learn and JAX.
 
 Each ``*_peer`` returns a :data:`~cysoftmax.bench.timing.Loop` for ``(kind,
-scores, labels, threads)``. JAX runs in child processes (:func:`run_jax_child`).
+scores, labels, threads)``. JAX runs in child processes (:func:`run_jax_child`),
+on the CPU: ``JAX_PLATFORMS=cpu`` is set in their environment, so that a GPU
+JAX would otherwise pick is not compared with a CPU kernel.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .timing import Loop, loop_of, measure, with_setting
 PEERS = ("numpy", "torch", "sklearn", "jax")
 OPTIONAL_PEERS = ("torch", "sklearn", "jax")
 PEER_MODULES = {"torch": ("torch",), "sklearn": ("sklearn",), "jax": ("jax", "jaxlib", "optax")}
+JAX_ENV = {"JAX_PLATFORMS": "cpu"}  # added to the JAX children's environment
 # at shapes of this many elements or more, JAX is timed in several fresh processes
 JAX_LARGE = 1_000_000
 
@@ -159,10 +162,11 @@ PEER_NOTES = {
                "(not divided by N), float labels",
     "jax": "jax.jit(jax.value_and_grad(optax.softmax_cross_entropy_with_integer_labels(...)"
            ".mean())) (loss only: the jitted loss), compiled before timing, "
-           "block_until_ready on each call, float64 with jax_enable_x64; timed in a fresh "
-           "child process per shape and dtype (JAX's times depend on what its process ran "
-           "before), pinned to t CPUs for t != all (XLA's thread pool takes no thread "
-           "count), so not interleaved with the others",
+           "block_until_ready on each call, float64 with jax_enable_x64; on the CPU "
+           "(JAX_PLATFORMS=cpu in the child's environment: a GPU that JAX sees is not used); "
+           "timed in a fresh child process per shape and dtype (JAX's times depend on what "
+           "its process ran before), pinned to t CPUs for t != all (XLA's thread pool takes "
+           "no thread count), so not interleaved with the others",
 }
 
 
@@ -207,7 +211,8 @@ def run_jax_child(shapes: Sequence[Tuple[int, int]], dtypes: Sequence[str], sett
     the child is pinned to that many CPUs before JAX starts: XLA's CPU thread
     pool takes no thread count (XLA_FLAGS such as
     ``--xla_cpu_multi_thread_eigen=false`` left it using both CPUs). The children
-    import this process's cysoftmax (:mod:`cysoftmax.bench.children`).
+    run JAX on the CPU (``JAX_PLATFORMS=cpu``) and import this process's
+    cysoftmax (:mod:`cysoftmax.bench.children`).
     """
     cpus = _jax_cpus(setting)
     result: Dict[str, Any] = {"timings": {}, "errors": {}, "cpus": cpus}
@@ -228,7 +233,7 @@ def _jax_answer(request: Dict[str, Any]) -> Dict[str, Any]:
                              "raise SystemExit(jax_worker())\n")
     try:
         proc = subprocess.run(command, input=json.dumps(request), capture_output=True,
-                              text=True, timeout=900)
+                              text=True, timeout=900, env=dict(os.environ, **JAX_ENV))
     except subprocess.TimeoutExpired:
         return {"error": "the JAX child process timed out"}
     if proc.returncode != 0:
@@ -254,6 +259,7 @@ def _jax_process(request: Dict[str, Any], label: str, result: Dict[str, Any]) ->
             best = timing
         result["timings"][key] = dict(best, process_medians_ns=medians)
     result["version"] = answer.get("version")
+    result["platform"] = answer.get("platform")
 
 
 def jax_worker() -> int:
@@ -264,6 +270,9 @@ def jax_worker() -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # float64 stays float64
+    platform = jax.default_backend()
+    if platform != "cpu":
+        raise RuntimeError(f"JAX runs on {platform}, not the CPU (is JAX_PLATFORMS=cpu set?)")
     timings: Dict[str, Any] = {}
     for cfg in request["configs"]:
         shape, dtype = tuple(cfg["shape"]), cfg["dtype"]
@@ -272,6 +281,6 @@ def jax_worker() -> int:
             key = f"{shape[0]}x{shape[1]}/{dtype}/{kind}"
             timings[key] = measure(jax_peer(kind, scores, labels, request["threads"]),
                                    request["budget"], request["repeats"])
-    print(json.dumps({"timings": timings, "version": jax.__version__,
+    print(json.dumps({"timings": timings, "version": jax.__version__, "platform": platform,
                       "cpus": request.get("cpus")}))
     return 0
