@@ -6,13 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 import cysoftmax
 from cysoftmax import bench
-from cysoftmax.bench import children, machine, peers, report, runner
+from cysoftmax.bench import children, floor, machine, peers, report, runner
 
 TINY = ["--quick", "--shapes", "16x5", "--casestudy-iters", "3", "--no-cpu-probe"]
 
@@ -45,6 +46,9 @@ def test_module_runs_quick_json(tmp_path):
             assert t["median_ns"] > 0 and t["min_ns"] <= t["median_ns"]
             assert t["repeats"] >= 1 and t["number"] >= 1 and t["cpu_per_wall"] >= 0
         assert entry["ratios"]["floor"] > 0 and entry["ratios"]["numpy"] > 0
+        by_threads = entry["timings"]["floor"]["median_ns_by_threads"]
+        assert set(by_threads) == {"1", str(entry["num_threads"])}
+        assert entry["timings"]["floor"]["threads"] in (1, entry["num_threads"])
         assert entry["best_peer"] in entry["timings"]
         if "sklearn" in report["skipped_peers"]:
             assert "sklearn" not in entry["timings"]
@@ -162,6 +166,36 @@ def test_load_rejects_bad_arguments(args, words, capsys):
     with pytest.raises(SystemExit) as info:
         load.main(args)
     assert info.value.code == 2 and words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["loss+grad", "loss"])
+def test_split_floor_covers_the_array_on_several_threads(kind):
+    scores, _ = bench.make_inputs((37, 11), "float64")
+    calls = floor._chunk_calls(kind, scores, 3)
+    assert len(calls) == 3
+    if kind == "loss":
+        assert sum(c() for c in calls) == pytest.approx(scores.sum(), rel=1e-12)
+    else:
+        parts = [c.args for c in calls]  # (destination chunk, source chunk)
+        assert sum(d.size for d, _ in parts) == scores.size
+        for c in calls:
+            c()
+        np.testing.assert_array_equal(np.concatenate([d for d, _ in parts]), scores.ravel())
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        loops = floor.floor_loops(kind, scores, 3, pool)
+        assert set(loops) == {floor.FLOOR, floor.SPLIT}
+        assert all(loop(2) > 0 for loop in loops.values())
+    assert set(floor.floor_loops(kind, scores, 1)) == {floor.FLOOR}
+
+
+def test_the_faster_floor_is_kept_with_its_thread_count():
+    timings = {"floor": {"median_ns": 50.0}, "floor split": {"median_ns": 20.0}}
+    floor.keep_faster_floor(timings, 4)
+    assert timings == {"floor": {"median_ns": 20.0, "threads": 4,
+                                 "median_ns_by_threads": {"1": 50.0, "4": 20.0}}}
+    timings = {"floor": {"median_ns": 10.0}}
+    floor.keep_faster_floor(timings, 1)
+    assert timings["floor"]["threads"] == 1
 
 
 @pytest.fixture

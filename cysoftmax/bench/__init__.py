@@ -20,7 +20,10 @@ Each is compared, in the same run, with
 
 * the floor: ``np.copyto(dst, scores)`` into a preallocated array for
   loss+grad (a gradient has to be written, and the scores read, at least once),
-  ``scores.sum()`` (one read-only pass) for the loss;
+  ``scores.sum()`` (one read-only pass) for the loss. With ``t > 1`` threads
+  the floor is the faster of that call and the array split into ``t`` chunks
+  copied (summed) at once on ``t`` threads, so that it is a floor for ``t``
+  threads too (:mod:`cysoftmax.bench.floor`);
 * ``numpy``: a plain vectorized NumPy implementation (:func:`numpy_loss_grad`,
   :func:`numpy_loss`);
 * when installed (never required): PyTorch (``F.cross_entropy`` forward, plus
@@ -58,7 +61,7 @@ Modules: :mod:`~cysoftmax.bench.timing` (the harness),
 """
 
 from .cli import build_parser, main
-from .floor import FLOOR_NAME, floor_loop
+from .floor import FLOOR_NAME, floor_loops
 from .inputs import DEFAULT_SHAPES, DTYPES, KINDS, empty_apart, make_inputs, parse_shapes
 from .machine import cpu_info, cpu_probe
 from .peers import PEERS, numpy_loss, numpy_loss_grad, ours_loop, peer_missing, run_jax_child
@@ -69,7 +72,7 @@ from .timing import Loop, Timing, loop_of, measure, measure_group, on_target, wi
 __all__ = [
     "DEFAULT_SHAPES", "DTYPES", "FLOOR_NAME", "KINDS", "PEERS", "Loop", "Timing",
     "build_parser", "casestudy_entry", "cpu_info", "cpu_probe", "empty_apart",
-    "evaluate_goals", "floor_loop", "format_markdown", "format_text", "loop_of", "main",
+    "evaluate_goals", "floor_loops", "format_markdown", "format_text", "loop_of", "main",
     "make_inputs", "measure", "measure_group", "numpy_loss", "numpy_loss_grad", "on_target",
     "ours_loop", "overhead_section", "parse_shapes", "peer_missing", "run", "run_jax_child",
     "with_setting",

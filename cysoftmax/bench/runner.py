@@ -9,6 +9,7 @@ import math
 import statistics
 import sys
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import product
@@ -20,7 +21,7 @@ import cysoftmax
 from cysoftmax import _kernels, casestudy
 from cysoftmax.datasets import spiral
 
-from .floor import FLOOR_NOTE, floor_loop
+from .floor import FLOOR_KEYS, FLOOR_NOTE, floor_loops, keep_faster_floor
 from .inputs import (DEFAULT_SHAPES, DTYPES, KINDS, empty_apart, make_inputs, thread_count,
                      thread_value)
 from .machine import cpu_info, cpu_probe, loadavg, versions
@@ -65,14 +66,14 @@ def _entry(shape: Tuple[int, int], dtype: str, setting: str, kind: str) -> Entry
             "timings": {}, "skipped": {}, "ratios": {}}
 
 
-def _row_loops(plan: _Plan, entry: Entry, scores: np.ndarray,
-               labels: np.ndarray) -> Dict[str, Loop]:
+def _row_loops(plan: _Plan, entry: Entry, scores: np.ndarray, labels: np.ndarray,
+               pool: Executor) -> Dict[str, Loop]:
     """The loops of one row: cysoftmax on each target, the floor, the in-process peers
     (one that fails to set up is recorded in ``entry["skipped"]``)."""
     kind, setting = entry["kind"], entry["threads"]
     loops = {key: on_target(ours_loop(kind, scores, labels, thread_value(setting)), target)
              for target, key in plan.ours_keys.items()}
-    loops["floor"] = floor_loop(kind, scores)
+    loops.update(floor_loops(kind, scores, entry["num_threads"], pool))
     for name in (p for p in plan.active if p in IN_PROCESS_PEERS):
         try:
             loops[name] = IN_PROCESS_PEERS[name](kind, scores, labels, entry["num_threads"])
@@ -81,31 +82,34 @@ def _row_loops(plan: _Plan, entry: Entry, scores: np.ndarray,
     return loops
 
 
-def _time_row(plan: _Plan, entry: Entry, scores: np.ndarray, labels: np.ndarray) -> Entry:
-    loops = _row_loops(plan, entry, scores, labels)
+def _time_row(plan: _Plan, entry: Entry, scores: np.ndarray, labels: np.ndarray,
+              pool: Executor) -> Entry:
+    loops = _row_loops(plan, entry, scores, labels, pool)
     entry["timings"] = measure_group(loops, plan.budget, plan.repeats, entry["skipped"])
-    for own in (*plan.ours_keys.values(), "floor"):
+    for own in (*plan.ours_keys.values(), *FLOOR_KEYS):
         if own in entry["skipped"]:
             raise RuntimeError(f"{own} failed: {entry['skipped'][own]}")
+    keep_faster_floor(entry["timings"], entry["num_threads"])
     return entry
 
 
-def _time_inputs(plan: _Plan, shape: Tuple[int, int], dtype: str,
-                 setting: str) -> List[Entry]:
+def _time_inputs(plan: _Plan, shape: Tuple[int, int], dtype: str, setting: str,
+                 pool: Executor) -> List[Entry]:
     """The rows of one shape and dtype (their arrays are freed on return)."""
     scores, labels = make_inputs(shape, dtype)
     rows = []
     for kind in KINDS:
         plan.log(f"{shape[0]}x{shape[1]} {dtype} threads={setting} {kind}")
-        rows.append(_time_row(plan, _entry(shape, dtype, setting, kind), scores, labels))
+        rows.append(_time_row(plan, _entry(shape, dtype, setting, kind), scores, labels, pool))
     return rows
 
 
 def _time_setting(plan: _Plan, shapes: Sequence[Tuple[int, int]], dtypes: Sequence[str],
                   setting: str) -> List[Entry]:
-    """The in-process rows of one thread setting."""
-    return [row for shape, dtype in product(shapes, dtypes)
-            for row in _time_inputs(plan, shape, dtype, setting)]
+    """The in-process rows of one thread setting; the split floors' pool lives as long."""
+    with ThreadPoolExecutor(max_workers=max(1, thread_count(setting) - 1)) as pool:
+        return [row for shape, dtype in product(shapes, dtypes)
+                for row in _time_inputs(plan, shape, dtype, setting, pool)]
 
 
 def _add_jax(plan: _Plan, rows: List[Entry], shapes: Sequence[Tuple[int, int]],
