@@ -3,14 +3,17 @@ JSON and markdown have the expected structure, and missing peers are skipped wit
 No timing is asserted: CI machines are too noisy for that."""
 
 import json
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 import cysoftmax
 from cysoftmax import bench
+from cysoftmax.bench import children, floor, machine, peers, report, runner
 
 TINY = ["--quick", "--shapes", "16x5", "--casestudy-iters", "3", "--no-cpu-probe"]
 
@@ -43,6 +46,9 @@ def test_module_runs_quick_json(tmp_path):
             assert t["median_ns"] > 0 and t["min_ns"] <= t["median_ns"]
             assert t["repeats"] >= 1 and t["number"] >= 1 and t["cpu_per_wall"] >= 0
         assert entry["ratios"]["floor"] > 0 and entry["ratios"]["numpy"] > 0
+        by_threads = entry["timings"]["floor"]["median_ns_by_threads"]
+        assert set(by_threads) == {"1", str(entry["num_threads"])}
+        assert entry["timings"]["floor"]["threads"] in (1, entry["num_threads"])
         assert entry["best_peer"] in entry["timings"]
         if "sklearn" in report["skipped_peers"]:
             assert "sklearn" not in entry["timings"]
@@ -113,7 +119,7 @@ def test_bad_arguments(argv):
 
 
 def test_shape_parsing():
-    assert bench._shapes("300x3,4096X1000") == [(300, 3), (4096, 1000)]
+    assert bench.parse_shapes("300x3,4096X1000") == [(300, 3), (4096, 1000)]
 
 
 def test_jax_child_process_when_installed():
@@ -134,10 +140,10 @@ def test_buffers_lie_half_a_page_from_the_scores():
     cysoftmax.softmax_cross_entropy(scores, np.zeros(33, dtype=np.int64), out=out)
 
 
-def test_loadbench_runs_beside_a_busy_process(tmp_path):
-    """python -m cysoftmax.loadbench: per-call percentiles alone and beside a busy process."""
+def test_load_runs_beside_a_busy_process(tmp_path):
+    """python -m cysoftmax.bench.load: per-call percentiles alone and beside a busy process."""
     proc = subprocess.run(
-        [sys.executable, "-m", "cysoftmax.loadbench", "--shapes", "64x3", "--load", "0,1",
+        [sys.executable, "-m", "cysoftmax.bench.load", "--shapes", "64x3", "--load", "0,1",
          "--calls", "50", "--budget", "0.2", "--json"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
@@ -155,8 +161,104 @@ def test_loadbench_runs_beside_a_busy_process(tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["--shapes", "64"], "NxC"), (["--load", "-1"], "non-negative"),
     (["--calls", "0"], "positive integer"), (["--budget", "nan"], "positive number")])
-def test_loadbench_rejects_bad_arguments(args, words, capsys):
-    from cysoftmax import loadbench
+def test_load_rejects_bad_arguments(args, words, capsys):
+    from cysoftmax.bench import load
     with pytest.raises(SystemExit) as info:
-        loadbench.main(args)
+        load.main(args)
     assert info.value.code == 2 and words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["loss+grad", "loss"])
+def test_split_floor_covers_the_array_on_several_threads(kind):
+    scores, _ = bench.make_inputs((37, 11), "float64")
+    calls = floor._chunk_calls(kind, scores, 3)
+    assert len(calls) == 3
+    if kind == "loss":
+        assert sum(c() for c in calls) == pytest.approx(scores.sum(), rel=1e-12)
+    else:
+        parts = [c.args for c in calls]  # (destination chunk, source chunk)
+        assert sum(d.size for d, _ in parts) == scores.size
+        for c in calls:
+            c()
+        np.testing.assert_array_equal(np.concatenate([d for d, _ in parts]), scores.ravel())
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        loops = floor.floor_loops(kind, scores, 3, pool)
+        assert set(loops) == {floor.FLOOR, floor.SPLIT}
+        assert all(loop(2) > 0 for loop in loops.values())
+    assert set(floor.floor_loops(kind, scores, 1)) == {floor.FLOOR}
+
+
+def test_the_faster_floor_is_kept_with_its_thread_count():
+    timings = {"floor": {"median_ns": 50.0}, "floor split": {"median_ns": 20.0}}
+    floor.keep_faster_floor(timings, 4)
+    assert timings == {"floor": {"median_ns": 20.0, "threads": 4,
+                                 "median_ns_by_threads": {"1": 50.0, "4": 20.0}}}
+    timings = {"floor": {"median_ns": 10.0}}
+    floor.keep_faster_floor(timings, 1)
+    assert timings["floor"]["threads"] == 1
+
+
+@pytest.fixture
+def decoy_cwd(tmp_path, monkeypatch):
+    """The working directory holds a cysoftmax (and a numpy) that cannot be imported, as a
+    source checkout not built in place would."""
+    for name in ("cysoftmax", "numpy"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('decoy {name}')\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_children_import_this_cysoftmax_not_the_working_directory(decoy_cwd):
+    proc = subprocess.run(
+        children.python_command("import cysoftmax, numpy\nprint(cysoftmax.__file__)"),
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert os.path.samefile(proc.stdout.strip(), cysoftmax.__file__)
+    probe = machine.cpu_probe(rounds=1)  # its children import numpy
+    assert probe["cores_delivered"] > 0
+
+
+def test_jax_child_imports_this_cysoftmax(decoy_cwd):
+    result = bench.run_jax_child([(8, 3)], ["float32"], "1", budget=0.005, repeats=3)
+    if peers.peer_missing("jax") is None:
+        assert not result["errors"], result
+        assert result["platform"] == "cpu"
+    else:  # it gets as far as importing JAX
+        assert "decoy" not in result["errors"]["8x3/float32"]
+        assert "jax" in result["errors"]["8x3/float32"]
+
+
+def test_jax_children_run_on_the_cpu(monkeypatch):
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen.update(command=command, env=kwargs["env"])
+        answer = {"timings": {"8x3/float32/loss": {"median_ns": 5.0}}, "version": "0",
+                  "platform": "cpu"}
+        return subprocess.CompletedProcess(command, 0, json.dumps(answer) + "\n", "")
+
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    monkeypatch.setattr(peers.subprocess, "run", fake_run)
+    result = bench.run_jax_child([(8, 3)], ["float32"], "all", budget=0.005, repeats=3)
+    assert seen["env"]["JAX_PLATFORMS"] == "cpu"
+    assert "jax_worker" in seen["command"][-1]
+    assert result["timings"]["8x3/float32/loss"]["process_medians_ns"] == [5.0]
+    assert "JAX_PLATFORMS=cpu" in peers.PEER_NOTES["jax"]
+
+
+def test_report_says_jax_runs_on_the_cpu(monkeypatch):
+    def fake_jax_child(shapes, dtypes, setting, budget, repeats, processes=1):
+        timing = {"median_ns": 1e4, "min_ns": 1e4, "repeats": 3, "number": 1,
+                  "cpu_per_wall": 1.0}
+        return {"timings": {f"8x3/float64/{kind}": timing for kind in bench.KINDS},
+                "errors": {}, "platform": "cpu"}
+
+    monkeypatch.setattr(runner, "peer_missing", lambda name: None)
+    monkeypatch.setattr(runner, "run_jax_child", fake_jax_child)
+    result = bench.run(shapes=[(8, 3)], dtypes=["float64"], threads=["1"],
+                       peers=["numpy", "jax"], quick=True, casestudy_iters=0, probe=False,
+                       quiet=True)
+    assert all("jax" in entry["timings"] for entry in result["results"])
+    for text in (report.format_text(result), report.format_markdown(result)):
+        assert "on the CPU (JAX_PLATFORMS=cpu" in text

@@ -1,4 +1,4 @@
-"""Per-call latency under a competing load: ``python -m cysoftmax.loadbench``.
+"""Per-call latency under a competing load: ``python -m cysoftmax.bench.load``.
 
 Times single calls of ``softmax_cross_entropy`` (loss and gradient, float32, into a
 preallocated ``out``) on one thread and with ``num_threads=None``, first on an idle
@@ -20,7 +20,11 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _api, build_info
+from cysoftmax import _api, build_info
+
+from .children import python_command
+from .inputs import empty_apart, make_inputs, parse_shapes
+from .report import text_table
 
 DEFAULT_SHAPES: Tuple[Tuple[int, int], ...] = ((4096, 10), (1024, 100), (4096, 1000))
 BUSY_LOOP = "while True: pass"
@@ -29,7 +33,7 @@ BUSY_LOOP = "while True: pass"
 @contextlib.contextmanager
 def competing_load(n_processes: int) -> Iterator[None]:
     """n_processes Python processes spinning on a CPU each, for the duration of the block."""
-    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdin=subprocess.DEVNULL,
+    procs = [subprocess.Popen(python_command(BUSY_LOOP), stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for _ in range(n_processes)]
     try:
@@ -42,13 +46,11 @@ def competing_load(n_processes: int) -> Iterator[None]:
             p.wait()
 
 
-def call_times(shape: Tuple[int, int], num_threads: Optional[int], calls: int,
-               seed: int = 0) -> np.ndarray:
-    """Wall time of each of ``calls`` calls, in microseconds (after 10 warm-up calls)."""
-    rng = np.random.default_rng(seed)
-    scores = rng.normal(size=shape).astype(np.float32)
-    labels = rng.integers(0, shape[1], shape[0])
-    out = np.empty_like(scores)
+def call_times(shape: Tuple[int, int], num_threads: Optional[int], calls: int) -> np.ndarray:
+    """Wall time of each of ``calls`` calls, in microseconds (after 10 warm-up calls), on
+    the benchmark's float32 inputs (:func:`cysoftmax.bench.make_inputs`)."""
+    scores, labels = make_inputs(shape, "float32")
+    out = empty_apart(scores)
     times = np.empty(calls)
     for i in range(-10, calls):
         t0 = time.perf_counter()
@@ -65,19 +67,25 @@ def summarize(times: np.ndarray) -> Dict[str, float]:
             "mean_us": round(float(times.mean()), 1)}
 
 
+def _row(load: int, shape: Tuple[int, int], threads: Optional[int], calls: int,
+         budget_s: float) -> Dict[str, object]:
+    """One shape and thread setting: as many calls as ``budget_s / 2`` allows (20 to
+    ``calls``)."""
+    probe = call_times(shape, threads, 3)
+    n = int(max(20, min(calls, budget_s / 2 * 1e6 / max(np.median(probe), 1.0))))
+    return {"load": load, "shape": f"{shape[0]}x{shape[1]}",
+            "threads": "1" if threads == 1 else "None", "calls": n,
+            **summarize(call_times(shape, threads, n))}
+
+
 def run(shapes: Sequence[Tuple[int, int]], loads: Sequence[int], calls: int,
         budget_s: float) -> List[Dict[str, object]]:
     """One row per (load, shape, threads); each shape gets at most ``budget_s`` seconds."""
     rows: List[Dict[str, object]] = []
     for load in loads:
         with competing_load(load):
-            for shape in shapes:
-                for threads in (1, None):
-                    probe = call_times(shape, threads, 3)
-                    n = int(max(20, min(calls, budget_s / 2 * 1e6 / max(np.median(probe), 1.0))))
-                    rows.append({"load": load, "shape": f"{shape[0]}x{shape[1]}",
-                                 "threads": "1" if threads == 1 else "None", "calls": n,
-                                 **summarize(call_times(shape, threads, n))})
+            rows.extend(_row(load, shape, threads, calls, budget_s)
+                        for shape in shapes for threads in (1, None))
     return rows
 
 
@@ -85,19 +93,7 @@ def format_rows(rows: List[Dict[str, object]]) -> str:
     header = ["busy procs", "shape", "num_threads", "calls", "median us", "p99 us", "max us",
               "mean us"]
     keys = ["load", "shape", "threads", "calls", "median_us", "p99_us", "max_us", "mean_us"]
-    table = [header] + [[str(r[k]) for k in keys] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in table)
-
-
-def _shapes(text: str) -> List[Tuple[int, int]]:
-    try:
-        shapes = [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"shapes must look like 4096x10,512x100: {text!r}")
-    if any(len(s) != 2 or min(s) < 1 for s in shapes):
-        raise argparse.ArgumentTypeError(f"shapes must be positive NxC pairs: {text!r}")
-    return shapes  # type: ignore[return-value]
+    return "\n".join(text_table(header, [[str(r[k]) for k in keys] for r in rows]))
 
 
 def _non_negative_list(text: str) -> List[int]:
@@ -126,10 +122,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cysoftmax.loadbench", description=__doc__,
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cysoftmax.bench.load", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", type=_shapes, default=list(DEFAULT_SHAPES),
+    p.add_argument("--shapes", type=parse_shapes, default=list(DEFAULT_SHAPES),
                    help="NxC shapes, comma-separated (default 4096x10,1024x100,4096x1000)")
     p.add_argument("--load", type=_non_negative_list, default=[0, 1],
                    help="numbers of busy processes to run beside, comma-separated (default 0,1)")
@@ -138,7 +134,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--budget", type=_positive_float, default=2.0,
                    help="seconds per shape and load, at most (default 2)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     info = build_info()
     rows = run(args.shapes, args.load, args.calls, args.budget)
     if args.json:
