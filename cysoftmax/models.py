@@ -496,16 +496,7 @@ class _SoftmaxEstimator:
         return self.seed, "seed"
 
     def _check_common_params(self):
-        batch_size = _v.check_positive_int("batch_size", self.batch_size, allow_none=True)
-        return dict(
-            solver=_v.check_solver(self.solver, batch_size),
-            reg=_v.check_reg(self.reg),
-            learning_rate=_v.check_positive_real("learning_rate", self.learning_rate),
-            max_iter=_v.check_positive_int("max_iter", self.max_iter),
-            batch_size=batch_size,
-            tol=_v.check_tol(self.tol),
-            verbose=_v.check_verbose(self.verbose),
-        )
+        return _v.check_common_params(self)
 
     # -- training ------------------------------------------------------------
 
@@ -862,7 +853,8 @@ class TwoLayerNet(_SoftmaxEstimator):
 
     def _check_params(self):
         params = self._check_common_params()
-        params["hidden_size"] = _v.check_positive_int("hidden_size", self.hidden_size)
+        params["hidden_size"] = _validation.check_scalar(self.hidden_size, "hidden_size", "int",
+                                                         low=1)
         return params
 
     def _init_parameters(self, n_features, n_classes, params, rng):

@@ -256,8 +256,11 @@ def test_spiral_seeding():
         ({"n_per_class": 2.5}, TypeError, "n_per_class"),
         ({"noise": -0.1}, ValueError, "noise"),
         ({"noise": "big"}, TypeError, "noise"),
+        ({"noise": np.inf}, ValueError, "noise must be finite and >= 0, got inf"),
+        ({"n_classes": True}, TypeError, "n_classes must be an integer, got a bool"),
     ],
-    ids=["n_per_class-0", "n_classes-0", "n_per_class-float", "noise-negative", "noise-str"],
+    ids=["n_per_class-0", "n_classes-0", "n_per_class-float", "noise-negative", "noise-str",
+         "noise-inf", "n_classes-bool"],
 )
 def test_spiral_bad_arguments(kwargs, exc, words):
     with pytest.raises(exc, match=words):
@@ -417,6 +420,15 @@ def test_parameters_are_validated_at_fit_not_init(spiral_data):
         clf.fit(X, y)
     clf.set_params(learning_rate=1.0, max_iter=2)
     assert clf.fit(X, y).n_iter_ == 2
+
+
+def test_parameters_of_numpy_types_and_a_bool_verbose_are_accepted(spiral_data, capsys):
+    X, y = spiral_data
+    net = TwoLayerNet(hidden_size=np.int64(3), max_iter=np.int32(2), reg=np.float32(0.01),
+                      learning_rate=np.array(0.5), tol=np.float64(1e-3), verbose=True,
+                      solver="sgd", random_state=0).fit(X, y)
+    assert net.n_iter_ == 2 and net.W1_.shape == (2, 3)
+    assert "TwoLayerNet iteration 1: loss" in capsys.readouterr().out  # verbose=True: 1
 
 
 @pytest.mark.parametrize("make", ESTIMATORS)
@@ -595,7 +607,8 @@ BAD_INPUT = [
     ("hidden_size-0", _fit(TwoLayerNet(hidden_size=0)), ValueError, "hidden_size must be >= 1"),
     ("hidden_size-negative", _fit(TwoLayerNet(hidden_size=-5)), ValueError, "hidden_size"),
     ("batch_size-0", _fit(SoftmaxClassifier(batch_size=0)), ValueError, "batch_size must be >= 1"),
-    ("batch_size-float", _fit(TwoLayerNet(batch_size=3.5)), TypeError, "batch_size must be an int or None"),
+    ("batch_size-float", _fit(TwoLayerNet(batch_size=3.5)), TypeError,
+     "batch_size must be None or an integer, got 3.5"),
     ("reg-negative", _fit(SoftmaxClassifier(reg=-1e-3)), ValueError, "reg must be finite and >= 0"),
     ("reg-inf", _fit(TwoLayerNet(reg=np.inf)), ValueError, "reg must be"),
     ("reg-bool", _fit(TwoLayerNet(reg=True)), TypeError, "reg must be a real number"),
@@ -616,6 +629,14 @@ BAD_INPUT = [
     ("tol-negative", _fit(SoftmaxClassifier(tol=-1e-3)), ValueError,
      "tol must be finite and >= 0"),
     ("tol-str", _fit(TwoLayerNet(tol="small")), TypeError, "tol must be a real number"),
+    ("tol-inf", _fit(SoftmaxClassifier(tol=np.inf)), ValueError,
+     "tol must be finite and >= 0, got inf"),
+    ("learning_rate-bool", _fit(SoftmaxClassifier(learning_rate=True)), TypeError,
+     "learning_rate must be a real number, got a bool"),
+    ("max_iter-bool", _fit(TwoLayerNet(max_iter=True)), TypeError,
+     "max_iter must be an integer, got a bool"),
+    ("hidden_size-str", _fit(TwoLayerNet(hidden_size="8")), TypeError,
+     "hidden_size must be an integer, got '8'"),
     ("batch_size-with-lbfgs", _fit(SoftmaxClassifier(batch_size=4)), ValueError,
      "batch_size=4 needs solver='sgd'"),
     # prediction
