@@ -512,9 +512,11 @@ def test_accepts_lists_ints_and_noncontiguous_arrays(spiral_data):
 
 def test_divergence_warns(spiral_data):
     X, y = spiral_data
-    with pytest.warns(RuntimeWarning, match="diverged"), np.errstate(all="ignore"):
+    with pytest.warns(RuntimeWarning, match="diverged") as record, np.errstate(all="ignore"):
         TwoLayerNet(hidden_size=5, learning_rate=1e200, max_iter=20, random_state=0,
                     solver="sgd").fit(X * 1e100, y)
+    # the warning points at the caller of fit
+    assert [w.filename for w in record if "diverged" in str(w.message)] == [__file__]
 
 
 # ------------------------------------------------ bad input
@@ -688,13 +690,13 @@ BAD_INPUT = [
     ("loss-X-1d", lambda: linear_softmax_loss(_W, _X[0], _Y[:1]), ValueError, "X must be a 2-D"),
     ("loss-X-nan", lambda: linear_softmax_loss(_W, _X_nan, _Y), ValueError, "NaN"),
     ("loss-y-float", lambda: linear_softmax_loss(_W, _X, _Y.astype(float)), TypeError,
-     "y must hold integer class indices"),
+     r"y must be integers \(class indices\), got dtype float64"),
     ("loss-y-out-of-range", lambda: linear_softmax_loss(_W, _X, _Y + 1), IndexError,
      r"y\[2\] = 3 is not a class index in \[0, 3\)"),
     ("loss-y-object-none", lambda: linear_softmax_loss(_W, _X, [0, 1, None] * 4), TypeError,
      r"^y\b.*None"),
     ("loss-y-bool", lambda: linear_softmax_loss(_W, _X, _Y == 1), TypeError,
-     "y must hold integer class indices.*bool"),
+     r"y must be integers \(class indices\).*bool"),
     ("loss-y-masked", lambda: linear_softmax_loss(_W, _X, np.ma.masked_equal(_Y, 0)), TypeError,
      "y is a masked array"),
     ("loss-X-masked", lambda: linear_softmax_loss(_W, np.ma.masked_greater(_X, 1.0), _Y),
@@ -795,6 +797,19 @@ def test_loss_huge_python_int_label_raises_index_error(problem, call):
     y = np.array(problem["y"].tolist()[:-1] + [2**70], dtype=object)
     with pytest.raises(IndexError, match=r"y\[8\] = 1180591620717411303424"):
         call(problem, y)
+
+
+@pytest.mark.parametrize("call", LOSS_CALLS)
+def test_loss_label_out_of_range_names_y_and_its_position(problem, call):
+    """Plain int64 labels reach the kernel unconverted; its range error is reported for
+    y, at the position of the first bad label, with the ignore_index in force."""
+    y = problem["y"].copy()
+    y[[3, 6]] = [-1, 5]
+    with pytest.raises(IndexError, match=r"^y\[3\] = -1 is not a class index in \[0, 5\) "
+                                         r"and not ignore_index \(-100\)$"):
+        call(problem, y)
+    with pytest.raises(IndexError, match=r"^y\[6\] = 5 .* not ignore_index \(-1\)$"):
+        linear_softmax_loss(problem["W"], problem["X"], y, b=problem["b"], ignore_index=-1)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32, np.int64, np.uint64, object])
@@ -993,6 +1008,9 @@ def test_lbfgs_warns_when_it_stops_early(spiral_data):
                                                 "iteration.*increase max_iter"):
         clf = SoftmaxClassifier(max_iter=2, random_state=0).fit(X, y)
     assert clf.n_iter_ == 2 and clf.loss_history_.shape == (2,)
+    with pytest.warns(ConvergenceWarning) as record:
+        SoftmaxClassifier(max_iter=2, random_state=0).fit(X, y)
+    assert [w.filename for w in record] == [__file__]  # the caller of fit
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # converged: no warning
         SoftmaxClassifier(random_state=0).fit(X, y)
@@ -1083,6 +1101,33 @@ def test_import_loads_neither_sklearn_nor_scipy():
     proc = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_models_is_the_public_module_of_its_names(spiral_data):
+    """The code lives in private modules; cysoftmax.models names it, pickles refer to
+    it, and the docstrings are complete (their shared parts filled in)."""
+    from cysoftmax import models
+
+    assert sorted(models.__all__) == sorted(
+        ["ConvergenceWarning", "DataConversionWarning", "NotFittedError", "SoftmaxClassifier",
+         "TwoLayerNet", "linear_softmax_loss", "two_layer_softmax_loss"])
+    for name in models.__all__:
+        assert getattr(cysoftmax, name) is getattr(models, name)
+    for obj in (SoftmaxClassifier, TwoLayerNet, linear_softmax_loss, two_layer_softmax_loss):
+        assert obj.__module__ == "cysoftmax.models"
+    X, y = spiral_data
+    net = TwoLayerNet(hidden_size=3, max_iter=2, random_state=0).fit(X, y)
+    data = pickle.dumps(net)
+    assert b"cysoftmax.models" in data and b"_estimators" not in data
+    np.testing.assert_array_equal(pickle.loads(data).predict_proba(X), net.predict_proba(X))
+    for cls in (SoftmaxClassifier, TwoLayerNet):
+        assert "{common}" not in cls.__doc__ and "{attributes}" not in cls.__doc__
+        assert "learning_rate : float, default 1.0" in cls.__doc__
+        assert "n_iter_ : int" in cls.__doc__
+        for method in (cls.fit, cls.predict, cls.score, cls.predict_proba,
+                       cls.decision_function):
+            assert "{X}" not in method.__doc__
+            assert "X : array-like of shape (n_samples, n_features)" in method.__doc__
 
 
 def test_not_fitted_error_pickles(spiral_data):
