@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import cysoftmax
+import reference
 from cysoftmax import datasets
 from cysoftmax.models import (
     ConvergenceWarning,
@@ -44,19 +45,22 @@ def _blas_on_one_thread():
 # ----------------------------------------------------------------- helpers
 
 
-def central_difference(f, x, h=1e-6):
-    """d f / d x by central differences, perturbing ``x`` in place (float64)."""
-    grad = np.empty_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        orig = flat[i]
-        flat[i] = orig + h
-        fp = f()
-        flat[i] = orig - h
-        fm = f()
-        flat[i] = orig
-        gflat[i] = (fp - fm) / (2 * h)
-    return grad
+# The expected values come from tests/reference.py, a float64 NumPy cross-entropy
+# written from the formulas, and its finite differences (fd4), never from cysoftmax.
+
+FD_STEP = 1e-3  # of reference.fd4, a 4th-order central difference
+
+
+def linear_objective(W, b, X, y, reg=0.0, **options):
+    """cross_entropy(X @ W + b, y) + 0.5 * reg * sum(W**2), by the reference."""
+    return reference.cross_entropy(X @ W + b, y, **options)[0] + 0.5 * reg * np.sum(W * W)
+
+
+def two_layer_objective(W1, b1, W2, b2, X, y, reg=0.0, **options):
+    """The two-layer network's loss, by the reference."""
+    scores = np.maximum(0.0, X @ W1 + b1) @ W2 + b2
+    return (reference.cross_entropy(scores, y, **options)[0]
+            + 0.5 * reg * (np.sum(W1 * W1) + np.sum(W2 * W2)))
 
 
 @pytest.fixture
@@ -99,33 +103,26 @@ def _labels_for(options, y):
 
 @pytest.mark.parametrize("reg", [0.0, 0.3], ids=["reg0", "reg0.3"])
 @pytest.mark.parametrize("options", LOSS_OPTIONS)
-def test_linear_loss_gradients_match_central_differences(problem, options, reg):
-    X, W, b = problem["X"], problem["W"].copy(), problem["b"].copy()
+def test_linear_loss_gradients_match_finite_differences(problem, options, reg):
+    X, W, b = problem["X"], problem["W"], problem["b"]
     y = _labels_for(options, problem["y"])
     loss, dW, db = linear_softmax_loss(W, X, y, b=b, reg=reg, **options)
-
-    def f():
-        return linear_softmax_loss(W, X, y, b=b, reg=reg, **options)[0]
-
-    np.testing.assert_allclose(dW, central_difference(f, W), rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(db, central_difference(f, b), rtol=1e-6, atol=1e-8)
-    assert f() == loss  # the perturbations were undone
+    assert loss == pytest.approx(linear_objective(W, b, X, y, reg, **options), rel=1e-12)
+    fd_W = reference.fd4(lambda W_: linear_objective(W_, b, X, y, reg, **options), W, FD_STEP)
+    fd_b = reference.fd4(lambda b_: linear_objective(W, b_, X, y, reg, **options), b, FD_STEP)
+    np.testing.assert_allclose(dW, fd_W, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(db, fd_b, rtol=1e-8, atol=1e-10)
 
 
 def test_linear_loss_is_cross_entropy_plus_l2(problem):
     X, y, W, b = problem["X"], problem["y"], problem["W"], problem["b"]
     loss, dW, db = linear_softmax_loss(W, X, y, b=b, reg=0.25)
-    expected = cysoftmax.cross_entropy(X @ W + b, y) + 0.5 * 0.25 * np.sum(W * W)
-    assert loss == pytest.approx(float(expected), rel=1e-12)
+    assert loss == pytest.approx(linear_objective(W, b, X, y, 0.25), rel=1e-12)
     assert isinstance(loss, float)
-    # the notes' formulas: dscores = P - onehot, / N
-    scores = X @ W + b
-    P = np.exp(scores - scores.max(axis=1, keepdims=True))
-    P /= P.sum(axis=1, keepdims=True)
-    P[np.arange(len(y)), y] -= 1
-    P /= len(y)
-    np.testing.assert_allclose(dW, X.T @ P + 0.25 * W, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(db, P.sum(axis=0), rtol=1e-12, atol=1e-15)
+    # the chain rule through scores = X @ W + b, from the reference dloss/dscores
+    dscores = reference.cross_entropy(X @ W + b, y)[1]
+    np.testing.assert_allclose(dW, X.T @ dscores + 0.25 * W, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(db, dscores.sum(axis=0), rtol=1e-12, atol=1e-15)
 
 
 def test_linear_loss_bias_shapes(problem):
@@ -164,22 +161,25 @@ def test_linear_loss_does_not_modify_inputs(problem):
 
 @pytest.mark.parametrize("reg", [0.0, 0.3], ids=["reg0", "reg0.3"])
 @pytest.mark.parametrize("options", LOSS_OPTIONS)
-def test_two_layer_gradients_match_central_differences(problem, options, reg):
+def test_two_layer_gradients_match_finite_differences(problem, options, reg):
     X = problem["X"]
-    params = [problem[k].copy() for k in ("W1", "b1", "W2", "b2")]
+    params = [problem[k] for k in ("W1", "b1", "W2", "b2")]
     y = _labels_for(options, problem["y"])
-    # no hidden pre-activation may sit within the step of the ReLU kink
+    # no hidden pre-activation may sit within the steps (up to 2 FD_STEP) of the ReLU kink
     pre = X @ params[0] + params[1]
-    assert np.abs(pre).min() > 1e-4
+    assert np.abs(pre).min() > 2 * FD_STEP * max(1.0, np.abs(X).max())
 
     loss, *grads = two_layer_softmax_loss(*params, X, y, reg=reg, **options)
+    assert loss == pytest.approx(two_layer_objective(*params, X, y, reg, **options), rel=1e-12)
 
-    def f():
-        return two_layer_softmax_loss(*params, X, y, reg=reg, **options)[0]
-
-    for name, p, g in zip(("dW1", "db1", "dW2", "db2"), params, grads):
+    for i, (name, p, g) in enumerate(zip(("dW1", "db1", "dW2", "db2"), params, grads)):
         assert g.shape == p.shape, name
-        np.testing.assert_allclose(g, central_difference(f, p), rtol=1e-6, atol=1e-8,
+
+        def f(value, i=i):
+            return two_layer_objective(*params[:i], value, *params[i + 1:], X, y, reg,
+                                       **options)
+
+        np.testing.assert_allclose(g, reference.fd4(f, p, FD_STEP), rtol=1e-8, atol=1e-10,
                                    err_msg=name)
 
 
@@ -187,11 +187,16 @@ def test_two_layer_loss_matches_plain_numpy(problem):
     X, y = problem["X"], problem["y"]
     W1, b1, W2, b2 = (problem[k] for k in ("W1", "b1", "W2", "b2"))
     loss, dW1, db1, dW2, db2 = two_layer_softmax_loss(W1, b1, W2, b2, X, y, reg=0.1)
-    hidden = np.maximum(0, X @ W1 + b1)
-    scores = hidden @ W2 + b2
-    expected = cysoftmax.cross_entropy(scores, y) + 0.05 * (np.sum(W1**2) + np.sum(W2**2))
-    assert loss == pytest.approx(float(expected), rel=1e-12)
+    assert loss == pytest.approx(two_layer_objective(W1, b1, W2, b2, X, y, 0.1), rel=1e-12)
     assert db1.shape == (6,) and db2.shape == (5,)
+    # the chain rule, from the reference dloss/dscores
+    hidden = np.maximum(0, X @ W1 + b1)
+    dscores = reference.cross_entropy(hidden @ W2 + b2, y)[1]
+    dhidden = (dscores @ W2.T) * (hidden > 0)
+    np.testing.assert_allclose(dW2, hidden.T @ dscores + 0.1 * W2, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(db2, dscores.sum(axis=0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(dW1, X.T @ dhidden + 0.1 * W1, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(db1, dhidden.sum(axis=0), rtol=1e-12, atol=1e-15)
 
 
 def test_two_layer_net_takes_gradient_steps(problem):
@@ -313,7 +318,7 @@ def test_fitted_attributes(make, spiral_data):
     assert est.loss_history_.shape == (est.n_iter_,)
     assert est.loss_history_[-1] < est.loss_history_[0]
     scores = est.decision_function(X)
-    np.testing.assert_allclose(cysoftmax.softmax(scores), est.predict_proba(X), rtol=1e-12)
+    np.testing.assert_allclose(reference.softmax(scores), est.predict_proba(X), rtol=1e-12)
 
 
 def test_softmax_classifier_attribute_layouts(spiral_data):
@@ -760,13 +765,6 @@ def test_failed_refit_keeps_the_fitted_model(spiral_data):
 # ------------------------------------------------ labels reach the kernel uncast
 
 
-def _numpy_mean_cross_entropy(scores, y):
-    """Mean -log softmax(scores)[i, y[i]] in plain NumPy (no ignored rows)."""
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-np.mean(log_p[np.arange(len(y)), np.asarray(y, dtype=np.int64)]))
-
-
 def _two_layer_call(problem, y):
     return two_layer_softmax_loss(problem["W1"], problem["b1"], problem["W2"], problem["b2"],
                                   problem["X"], y)
@@ -815,11 +813,10 @@ def test_loss_label_out_of_range_names_y_and_its_position(problem, call):
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32, np.int64, np.uint64, object])
 def test_loss_accepts_every_integer_label_dtype(problem, dtype):
     X, W, b, y = problem["X"], problem["W"], problem["b"], problem["y"]
-    expected = _numpy_mean_cross_entropy(X @ W + b, y)
+    expected = linear_objective(W, b, X, y)
     labels = np.array(y.tolist(), dtype=dtype)
     assert linear_softmax_loss(W, X, labels, b=b)[0] == pytest.approx(expected, rel=1e-12)
-    hidden = np.maximum(0, X @ problem["W1"] + problem["b1"])
-    expected2 = _numpy_mean_cross_entropy(hidden @ problem["W2"] + problem["b2"], y)
+    expected2 = two_layer_objective(*(problem[k] for k in ("W1", "b1", "W2", "b2")), X, y)
     assert _two_layer_call(problem, labels)[0] == pytest.approx(expected2, rel=1e-12)
 
 
@@ -836,8 +833,7 @@ def test_two_layer_loss_float32_with_none_biases(problem):
         assert g.dtype == np.float32
     assert db1.shape == (6,) and db2.shape == (5,)
     X64, W1_64, W2_64 = (a.astype(np.float64) for a in (X, W1, W2))
-    expected = (_numpy_mean_cross_entropy(np.maximum(0, X64 @ W1_64) @ W2_64, y)
-                + 0.05 * (np.sum(W1_64**2) + np.sum(W2_64**2)))
+    expected = two_layer_objective(W1_64, 0.0, W2_64, 0.0, X64, y, 0.1)
     assert loss == pytest.approx(expected, rel=1e-5)
     # one float64 bias makes the computation float64
     out = two_layer_softmax_loss(W1, None, W2, np.zeros(5), X, y)
@@ -977,29 +973,22 @@ def test_default_solver_fits_separable_blobs(make):
     assert est.score(X_new, y_new) >= 0.95
 
 
-def _numpy_linear_objective(W, b, X, y, reg):
-    """Mean softmax cross-entropy + 0.5 * reg * sum(W**2), in plain NumPy."""
-    return _numpy_mean_cross_entropy(X @ W + b, y) + 0.5 * reg * float(np.sum(W * W))
-
-
 def test_lbfgs_finds_the_minimum_of_the_linear_objective(spiral_data):
-    """The objective is convex: at the L-BFGS solution its gradient, taken by central
-    differences of a plain NumPy objective, vanishes; the loss decreased at every step."""
+    """The objective is convex: at the L-BFGS solution its gradient, taken by finite
+    differences of the reference objective, vanishes; the loss decreased at every step."""
     X, y = spiral_data
     clf = SoftmaxClassifier(reg=1e-2, tol=1e-8, random_state=0).fit(X, y)
     assert clf.n_iter_ < clf.max_iter
-    W, b = clf.W_.copy(), clf.b_.copy()
-
-    def f():
-        return _numpy_linear_objective(W, b, X, y, 1e-2)
-
+    W, b = clf.W_, clf.b_
     # tol=1e-8 or a relative decrease below SciPy's ftol (2.2e-9) stops it; the gradient
     # there is tiny next to its size at the start (about 0.1)
-    assert np.abs(central_difference(f, W)).max() < 1e-5
-    assert np.abs(central_difference(f, b)).max() < 1e-5
+    fd_W = reference.fd4(lambda W_: linear_objective(W_, b, X, y, 1e-2), W, FD_STEP)
+    fd_b = reference.fd4(lambda b_: linear_objective(W, b_, X, y, 1e-2), b, FD_STEP)
+    assert np.abs(fd_W).max() < 1e-5
+    assert np.abs(fd_b).max() < 1e-5
     hist = clf.loss_history_
     assert np.all(np.diff(hist) <= 0)
-    assert f() <= hist[-1]
+    assert linear_objective(W, b, X, y, 1e-2) <= hist[-1]
 
 
 def test_lbfgs_warns_when_it_stops_early(spiral_data):
