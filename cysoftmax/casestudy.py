@@ -84,6 +84,20 @@ def _notes_init(rng, shapes):
     return [0.01 * rng.standard_normal(shape) for shape in shapes]
 
 
+def _notes_softmax_layer(scores, y):
+    """The notes' output layer, as written there: the mean cross-entropy of the scores
+    and its gradient ``dscores`` (no max subtracted before ``exp``)."""
+    num_examples = scores.shape[0]
+    exp_scores = np.exp(scores)
+    probs = exp_scores / np.sum(exp_scores, axis=1, keepdims=True)
+    correct_logprobs = -np.log(probs[range(num_examples), y])
+    data_loss = np.sum(correct_logprobs) / num_examples
+    dscores = probs
+    dscores[range(num_examples), y] -= 1
+    dscores /= num_examples
+    return data_loss, dscores
+
+
 def notes_softmax_numpy(X, y, *, step_size=STEP_SIZE, reg=REG, max_iter=LINEAR_ITERATIONS,
                         seed=None):
     """The notes' linear softmax training loop, in plain NumPy.
@@ -97,7 +111,7 @@ def notes_softmax_numpy(X, y, *, step_size=STEP_SIZE, reg=REG, max_iter=LINEAR_I
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
-    num_examples, D = X.shape
+    D = X.shape[1]
     K = int(y.max()) + 1
     rng = np.random.default_rng(seed)
     (W,) = _notes_init(rng, [(D, K)])
@@ -105,15 +119,9 @@ def notes_softmax_numpy(X, y, *, step_size=STEP_SIZE, reg=REG, max_iter=LINEAR_I
     losses = np.empty(max_iter)
     for i in range(max_iter):
         scores = np.dot(X, W) + b
-        exp_scores = np.exp(scores)
-        probs = exp_scores / np.sum(exp_scores, axis=1, keepdims=True)
-        correct_logprobs = -np.log(probs[range(num_examples), y])
-        data_loss = np.sum(correct_logprobs) / num_examples
+        data_loss, dscores = _notes_softmax_layer(scores, y)
         reg_loss = 0.5 * reg * np.sum(W * W)
         losses[i] = data_loss + reg_loss
-        dscores = probs
-        dscores[range(num_examples), y] -= 1
-        dscores /= num_examples
         dW = np.dot(X.T, dscores)
         db = np.sum(dscores, axis=0, keepdims=True)
         dW += reg * W
@@ -139,7 +147,7 @@ def notes_two_layer_numpy(X, y, *, hidden_size=HIDDEN_SIZE, step_size=STEP_SIZE,
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
-    num_examples, D = X.shape
+    D = X.shape[1]
     K = int(y.max()) + 1
     h = hidden_size
     rng = np.random.default_rng(seed)
@@ -150,15 +158,9 @@ def notes_two_layer_numpy(X, y, *, hidden_size=HIDDEN_SIZE, step_size=STEP_SIZE,
     for i in range(max_iter):
         hidden_layer = np.maximum(0, np.dot(X, W) + b)
         scores = np.dot(hidden_layer, W2) + b2
-        exp_scores = np.exp(scores)
-        probs = exp_scores / np.sum(exp_scores, axis=1, keepdims=True)
-        correct_logprobs = -np.log(probs[range(num_examples), y])
-        data_loss = np.sum(correct_logprobs) / num_examples
+        data_loss, dscores = _notes_softmax_layer(scores, y)
         reg_loss = 0.5 * reg * np.sum(W * W) + 0.5 * reg * np.sum(W2 * W2)
         losses[i] = data_loss + reg_loss
-        dscores = probs
-        dscores[range(num_examples), y] -= 1
-        dscores /= num_examples
         dW2 = np.dot(hidden_layer.T, dscores)
         db2 = np.sum(dscores, axis=0, keepdims=True)
         dhidden = np.dot(dscores, W2.T)
