@@ -113,6 +113,11 @@ def _is_sparse(value):
     return sparse is not None and bool(sparse.issparse(value))
 
 
+def refuse_masked(value, name):
+    """``np.asarray`` would silently drop the mask of a masked array: refuse it."""
+    _validation.refuse_masked(value, name, f"pass {name}.filled(...) or drop the masked rows")
+
+
 def refuse_sparse(value, name):
     if _is_sparse(value):
         raise TypeError(
@@ -131,7 +136,7 @@ def check_X(X, name="X"):
     NaN or infinity.
     """
     refuse_sparse(X, name)
-    _validation.refuse_masked(X, name, f"pass {name}.filled(...) or drop the masked rows")
+    refuse_masked(X, name)
     try:
         arr = np.asarray(X)
     except (TypeError, ValueError) as exc:  # e.g. rows of different lengths
@@ -225,7 +230,7 @@ def check_label_values(y, name="y", *, column_vector="refuse"):
     ``column_vector="warn"`` and refused otherwise.
     """
     refuse_sparse(y, name)
-    _validation.refuse_masked(y, name, f"pass {name}.filled(...) or drop the masked rows")
+    refuse_masked(y, name)
     try:
         arr = np.asarray(y)
     except (TypeError, ValueError) as exc:  # e.g. ragged nested sequences
@@ -320,51 +325,24 @@ def encode_targets(y, X, estimator_name):
 
 
 def check_reg(reg):
-    if isinstance(reg, bool) or not isinstance(reg, numbers.Real):
-        raise TypeError(f"reg must be a real number, got {type(reg).__name__}")
-    reg = float(reg)
-    if not np.isfinite(reg) or reg < 0:
-        raise ValueError(f"reg must be finite and >= 0, got {reg!r}")
-    return reg
+    """The L2 strength of the estimators and the loss functions: a finite real >= 0."""
+    return _validation.check_scalar(reg, "reg", "real", low=0, finite=True)
 
 
-def check_positive_int(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        kind = "an int or None" if allow_none else "an int"
-        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def check_positive_real(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return value
-
-
-def check_tol(tol):
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
-        raise TypeError(f"tol must be a real number, got {type(tol).__name__}")
-    tol = float(tol)
-    if not np.isfinite(tol) or tol < 0:
-        raise ValueError(f"tol must be finite and >= 0, got {tol!r}")
-    return tol
-
-
-def check_verbose(verbose):
-    if isinstance(verbose, (bool, np.bool_)):
-        return int(verbose)
-    if not isinstance(verbose, numbers.Integral):
-        raise TypeError(f"verbose must be an int >= 0, got {type(verbose).__name__} {verbose!r}")
-    if verbose < 0:
-        raise ValueError(f"verbose must be an int >= 0, got {verbose!r}")
-    return int(verbose)
+def check_common_params(est):
+    """The hyper-parameters both estimators share, checked; returns them as a dict."""
+    check = _validation.check_scalar
+    batch_size = check(est.batch_size, "batch_size", "int", low=1, allow_none=True)
+    return dict(
+        solver=check_solver(est.solver, batch_size),
+        reg=check_reg(est.reg),
+        learning_rate=check(est.learning_rate, "learning_rate", "real", low=0, low_open=True,
+                            finite=True),
+        max_iter=check(est.max_iter, "max_iter", "int", low=1),
+        batch_size=batch_size,
+        tol=check(est.tol, "tol", "real", low=0, finite=True),
+        verbose=check(est.verbose, "verbose", "int", low=0, allow_bool=True),
+    )
 
 
 SOLVERS = ("lbfgs", "sgd")

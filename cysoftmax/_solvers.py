@@ -2,7 +2,7 @@
 
 Both minimise the same objective -- the mean softmax cross-entropy from the
 compiled kernel plus the L2 penalty -- through callables that the estimators
-build on their preallocated workspaces (:mod:`cysoftmax.models`):
+build on their preallocated workspaces (:mod:`cysoftmax._workspaces`):
 
 * :func:`gradient_descent` (``solver="sgd"``) calls ``step(X, y)``, which
   updates the weights in place, for ``max_iter`` full-batch iterations or
@@ -41,34 +41,43 @@ def gradient_descent(step, X, y, params, rng, name):
     history : ndarray of shape (max_iter,)
         The loss before each update for full-batch training; the row-weighted
         mean of the minibatch losses of each epoch otherwise.
+
+    Warns
+    -----
+    RuntimeWarning
+        When the last loss is not finite: training diverged.
     """
     n = X.shape[0]
     max_iter, verbose = params["max_iter"], params["verbose"]
     batch = params["batch_size"]
     history = np.empty(max_iter, dtype=np.float64)
-    unit = "iteration"
     if batch is None or batch >= n:
         for it in range(max_iter):
             history[it] = step(X, y)
             if verbose and it % verbose == 0:
-                print(f"{name} {unit} {it}: loss {history[it]:.6f}", flush=True)
-        return history
-
-    unit = "epoch"
-    Xb = np.empty((batch, X.shape[1]), dtype=X.dtype)
-    yb = np.empty(batch, dtype=y.dtype)
-    for epoch in range(max_iter):
-        order = rng.permutation(n)
-        total = 0.0
-        for start in range(0, n, batch):
-            idx = order[start : start + batch]
-            m = idx.shape[0]
-            np.take(X, idx, axis=0, out=Xb[:m])
-            np.take(y, idx, out=yb[:m])
-            total += step(Xb[:m], yb[:m]) * m
-        history[epoch] = total / n
-        if verbose and epoch % verbose == 0:
-            print(f"{name} {unit} {epoch}: loss {history[epoch]:.6f}", flush=True)
+                print(f"{name} iteration {it}: loss {history[it]:.6f}", flush=True)
+    else:
+        Xb = np.empty((batch, X.shape[1]), dtype=X.dtype)
+        yb = np.empty(batch, dtype=y.dtype)
+        for epoch in range(max_iter):
+            order = rng.permutation(n)
+            total = 0.0
+            for start in range(0, n, batch):
+                idx = order[start : start + batch]
+                m = idx.shape[0]
+                np.take(X, idx, axis=0, out=Xb[:m])
+                np.take(y, idx, out=yb[:m])
+                total += step(Xb[:m], yb[:m]) * m
+            history[epoch] = total / n
+            if verbose and epoch % verbose == 0:
+                print(f"{name} epoch {epoch}: loss {history[epoch]:.6f}", flush=True)
+    if not np.isfinite(history[-1]):
+        warnings.warn(
+            f"{name} training diverged (the loss is {history[-1]}); "
+            "try a smaller learning_rate",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return history
 
 

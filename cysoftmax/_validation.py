@@ -5,6 +5,7 @@ already a plain array of the right type, and by the models):
 
 * :func:`as_scores`  -- native float32/float64 ndarray, ndim >= 1, C >= 1;
 * :func:`as_labels`  -- flat C-contiguous int64 class indices of a batch shape;
+* :func:`check_label_range` -- the first label that is no class index, as an IndexError;
 * :func:`as_weight`  -- C-contiguous finite float64 class weights;
 * :func:`check_out`  -- a writeable C-contiguous ndarray matching the scores;
 * :func:`refuse_masked` -- masked arrays would lose their mask in a conversion.
@@ -33,12 +34,15 @@ _INT64_MAX = np.iinfo(np.int64).max
 
 def check_scalar(value: Any, name: str, kind: str, *, low: Optional[float] = None,
                  high: Optional[float] = None, low_open: bool = False,
-                 high_open: bool = False, allow_none: bool = False) -> Any:
+                 high_open: bool = False, allow_none: bool = False, finite: bool = False,
+                 allow_bool: bool = False) -> Any:
     """``value`` checked as an ``"int"`` or a ``"real"`` within [low, high]; returned as
     a Python int or float (None passes through when ``allow_none``).
 
-    Raises ``TypeError`` for another type (bools included) and ``ValueError`` outside
-    the range or for NaN, each naming ``name``.
+    Raises ``TypeError`` for another type (bools included, unless ``allow_bool``: then
+    a bool is the int 0 or 1) and ``ValueError`` outside the range, for NaN, and for
+    an infinite real when ``finite``, each naming ``name``.  With ``finite`` the range
+    messages read "finite and >= low".
     """
     if value is None and allow_none:
         return None
@@ -48,7 +52,9 @@ def check_scalar(value: Any, name: str, kind: str, *, low: Optional[float] = Non
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]  # a 0-d array: its scalar
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be {what}, got a bool")
+        if not allow_bool:
+            raise TypeError(f"{name} must be {what}, got a bool")
+        value = int(value)
     if kind == "int":
         try:
             result: Any = operator.index(value)
@@ -60,13 +66,17 @@ def check_scalar(value: Any, name: str, kind: str, *, low: Optional[float] = Non
         try:
             result = float(value)
         except OverflowError:  # an int beyond float's range
-            result = float("inf") if value > 0 else float("-inf")
+            result = float("-inf") if value < 0 else float("inf")
         if result != result:
             raise ValueError(f"{name} must not be NaN")
+    must = "finite and " if finite else ""
+    lower = None if low is None else f"{'>' if low_open else '>='} {low}"
+    if finite and result in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be {must + lower if lower else 'finite'}, got {value!r}")
     if low is not None and (result < low or (low_open and result == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+        raise ValueError(f"{name} must be {must}{lower}, got {value!r}")
     if high is not None and (result > high or (high_open and result == high)):
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+        raise ValueError(f"{name} must be {must}{'<' if high_open else '<='} {high}, got {value!r}")
     return result
 
 
@@ -167,10 +177,21 @@ def _object_labels(arr: np.ndarray, batch_shape: tuple, n_classes: int, ignore_i
             raise TypeError(
                 f"{name} must be integers (class indices), got {type(v).__name__} {v!r}"
             ) from None
-    for pos, v in enumerate(values):
-        if v != ignore_index and not 0 <= v < n_classes:
-            raise_label_range(values[pos], pos, batch_shape, n_classes, ignore_index, name)
+    check_label_range(np.array(values, dtype=object), batch_shape, n_classes, ignore_index,
+                      name)
     return np.array(values, dtype=_I64).reshape(batch_shape)
+
+
+def check_label_range(labels: np.ndarray, batch_shape: Sequence[int], n_classes: int,
+                      ignore_index: int, name: str = "labels") -> None:
+    """The IndexError of :func:`raise_label_range` for the first of ``labels`` (integers,
+    an integer or object array of the batch in row order) that is neither a class
+    index in [0, n_classes) nor ignore_index; nothing if there is none."""
+    flat = labels.reshape(-1)
+    bad = np.flatnonzero((flat != ignore_index) & ((flat < 0) | (flat >= n_classes)))
+    if bad.size:
+        pos = int(bad[0])
+        raise_label_range(flat[pos], pos, batch_shape, n_classes, ignore_index, name)
 
 
 def as_weight(weight: Any, n_classes: int, name: str = "weight") -> np.ndarray:

@@ -25,6 +25,11 @@ loss curves into one PNG (needs matplotlib, the ``plot`` extra).
 ``--compare-numpy`` also runs :func:`notes_two_layer_numpy`, the notes' own
 NumPy loop, on the same data and initial weights and prints both timings.
 
+Every argument is checked before any training: a seed that is not an integer
+>= 0, or a plot file that cannot be written (no matplotlib, a directory that
+does not exist or is not writable, a format matplotlib does not know), stops
+the command with a usage error and exit status 2.
+
 This module also holds :func:`notes_softmax_numpy` and
 :func:`notes_two_layer_numpy`, faithful transcriptions of the notes' NumPy
 training loops, kept as references for tests and benchmarks.
@@ -33,11 +38,13 @@ training loops, kept as references for tests and benchmarks.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
 import numpy as np
 
+from ._validation import check_scalar
 from .datasets import spiral
 from .models import SoftmaxClassifier, TwoLayerNet
 
@@ -77,6 +84,20 @@ def _notes_init(rng, shapes):
     return [0.01 * rng.standard_normal(shape) for shape in shapes]
 
 
+def _notes_softmax_layer(scores, y):
+    """The notes' output layer, as written there: the mean cross-entropy of the scores
+    and its gradient ``dscores`` (no max subtracted before ``exp``)."""
+    num_examples = scores.shape[0]
+    exp_scores = np.exp(scores)
+    probs = exp_scores / np.sum(exp_scores, axis=1, keepdims=True)
+    correct_logprobs = -np.log(probs[range(num_examples), y])
+    data_loss = np.sum(correct_logprobs) / num_examples
+    dscores = probs
+    dscores[range(num_examples), y] -= 1
+    dscores /= num_examples
+    return data_loss, dscores
+
+
 def notes_softmax_numpy(X, y, *, step_size=STEP_SIZE, reg=REG, max_iter=LINEAR_ITERATIONS,
                         seed=None):
     """The notes' linear softmax training loop, in plain NumPy.
@@ -90,7 +111,7 @@ def notes_softmax_numpy(X, y, *, step_size=STEP_SIZE, reg=REG, max_iter=LINEAR_I
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
-    num_examples, D = X.shape
+    D = X.shape[1]
     K = int(y.max()) + 1
     rng = np.random.default_rng(seed)
     (W,) = _notes_init(rng, [(D, K)])
@@ -98,15 +119,9 @@ def notes_softmax_numpy(X, y, *, step_size=STEP_SIZE, reg=REG, max_iter=LINEAR_I
     losses = np.empty(max_iter)
     for i in range(max_iter):
         scores = np.dot(X, W) + b
-        exp_scores = np.exp(scores)
-        probs = exp_scores / np.sum(exp_scores, axis=1, keepdims=True)
-        correct_logprobs = -np.log(probs[range(num_examples), y])
-        data_loss = np.sum(correct_logprobs) / num_examples
+        data_loss, dscores = _notes_softmax_layer(scores, y)
         reg_loss = 0.5 * reg * np.sum(W * W)
         losses[i] = data_loss + reg_loss
-        dscores = probs
-        dscores[range(num_examples), y] -= 1
-        dscores /= num_examples
         dW = np.dot(X.T, dscores)
         db = np.sum(dscores, axis=0, keepdims=True)
         dW += reg * W
@@ -132,7 +147,7 @@ def notes_two_layer_numpy(X, y, *, hidden_size=HIDDEN_SIZE, step_size=STEP_SIZE,
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
-    num_examples, D = X.shape
+    D = X.shape[1]
     K = int(y.max()) + 1
     h = hidden_size
     rng = np.random.default_rng(seed)
@@ -143,15 +158,9 @@ def notes_two_layer_numpy(X, y, *, hidden_size=HIDDEN_SIZE, step_size=STEP_SIZE,
     for i in range(max_iter):
         hidden_layer = np.maximum(0, np.dot(X, W) + b)
         scores = np.dot(hidden_layer, W2) + b2
-        exp_scores = np.exp(scores)
-        probs = exp_scores / np.sum(exp_scores, axis=1, keepdims=True)
-        correct_logprobs = -np.log(probs[range(num_examples), y])
-        data_loss = np.sum(correct_logprobs) / num_examples
+        data_loss, dscores = _notes_softmax_layer(scores, y)
         reg_loss = 0.5 * reg * np.sum(W * W) + 0.5 * reg * np.sum(W2 * W2)
         losses[i] = data_loss + reg_loss
-        dscores = probs
-        dscores[range(num_examples), y] -= 1
-        dscores /= num_examples
         dW2 = np.dot(hidden_layer.T, dscores)
         db2 = np.sum(dscores, axis=0, keepdims=True)
         dhidden = np.dot(dscores, W2.T)
@@ -198,27 +207,28 @@ def run(seed=DEFAULT_SEED, *, verbose=True, linear_iterations=None, two_layer_it
     linear = SoftmaxClassifier(solver="sgd", reg=REG, learning_rate=STEP_SIZE,
                                max_iter=linear_iterations, random_state=seed,
                                verbose=10 if verbose else 0)
-    t0 = time.perf_counter()
-    linear.fit(X, y)
-    out["linear_seconds"] = time.perf_counter() - t0
-    out["linear"] = linear
-    out["linear_accuracy"] = linear.score(X, y)
+    _fit_timed(out, "linear", linear, verbose)
     if verbose:
-        print(f"training accuracy: {out['linear_accuracy']:.2f}")
         print(f"2-layer ReLU network: {HIDDEN_SIZE} hidden units, step size {STEP_SIZE}, "
               f"reg {REG}, {two_layer_iterations} iterations", flush=True)
 
     net = TwoLayerNet(solver="sgd", hidden_size=HIDDEN_SIZE, reg=REG, learning_rate=STEP_SIZE,
                       max_iter=two_layer_iterations, random_state=seed,
                       verbose=1000 if verbose else 0)
-    t0 = time.perf_counter()
-    net.fit(X, y)
-    out["two_layer_seconds"] = time.perf_counter() - t0
-    out["two_layer"] = net
-    out["two_layer_accuracy"] = net.score(X, y)
-    if verbose:
-        print(f"training accuracy: {out['two_layer_accuracy']:.2f}")
+    _fit_timed(out, "two_layer", net, verbose)
     return out
+
+
+def _fit_timed(out, key, model, verbose):
+    """Fit ``model`` on ``out["X"], out["y"]``; store it, its fit time and its accuracy."""
+    X, y = out["X"], out["y"]
+    t0 = time.perf_counter()
+    model.fit(X, y)
+    out[f"{key}_seconds"] = time.perf_counter() - t0
+    out[key] = model
+    out[f"{key}_accuracy"] = model.score(X, y)
+    if verbose:
+        print(f"training accuracy: {out[f'{key}_accuracy']:.2f}")
 
 
 def _summary_rows(result):
@@ -300,25 +310,65 @@ def plot(result, path):
     plt.close(fig)
 
 
+# --------------------------------------------------------------------------
+# the command line: every argument is checked before any work
+# --------------------------------------------------------------------------
+
+
+def _seed_argument(text):
+    """``--seed``: an integer >= 0, which NumPy's generators take as a seed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be an integer, got {text!r}") from None
+    try:
+        return check_scalar(value, "seed", "int", low=0)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _plot_argument(path):
+    """``--plot``: a file matplotlib can write, in a writable directory that exists."""
+    if _require_matplotlib() is None:
+        raise argparse.ArgumentTypeError(_NO_MATPLOTLIB)
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if not path:
+        raise argparse.ArgumentTypeError("the file name is empty")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise argparse.ArgumentTypeError(f"the directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{path} is a directory, not a file name")
+    target = path if os.path.exists(path) else directory
+    if not os.access(target, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{target} is not writable")
+    extension = os.path.splitext(path)[1][1:].lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if extension and extension not in formats:
+        raise argparse.ArgumentTypeError(
+            f"matplotlib cannot write .{extension} files; use .png (or one of "
+            f"{', '.join('.' + f for f in sorted(formats))})"
+        )
+    return path
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m cysoftmax.casestudy",
         description="The CS231n minimal neural network case study (spiral data, "
                     "linear softmax classifier and 2-layer ReLU network) with cysoftmax.",
     )
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help=f"seed of the data and the initial weights (default {DEFAULT_SEED})")
-    parser.add_argument("--plot", metavar="FILE.png",
+    parser.add_argument("--seed", type=_seed_argument, default=DEFAULT_SEED,
+                        help="seed of the data and the initial weights, an integer >= 0 "
+                             f"(default {DEFAULT_SEED})")
+    parser.add_argument("--plot", metavar="FILE.png", type=_plot_argument,
                         help="write decision boundaries and loss curves to this PNG "
-                             "(needs matplotlib)")
+                             "(needs matplotlib; the directory must exist)")
     parser.add_argument("--compare-numpy", action="store_true",
                         help="also time the notes' plain NumPy 2-layer loop on the same "
                              "data and initial weights")
-    args = parser.parse_args(argv)
-
-    if args.plot and _require_matplotlib() is None:
-        print(f"error: --plot: {_NO_MATPLOTLIB}", file=sys.stderr)
-        return 2
+    args = parser.parse_args(argv)  # exits with status 2 on a bad argument
 
     result = run(args.seed, verbose=True)
     print()
@@ -338,7 +388,7 @@ def main(argv=None):
               f"(cysoftmax {numpy_seconds / result['two_layer_seconds']:.1f}x faster); "
               f"max loss difference {np.max(np.abs(losses - ours)):.1e}")
 
-    if args.plot:
+    if args.plot is not None:
         plot(result, args.plot)
         print(f"wrote {args.plot}")
     return 0

@@ -7,9 +7,9 @@ two-layer network can.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
+
+from ._validation import check_scalar
 
 __all__ = ["spiral"]
 
@@ -53,13 +53,9 @@ def spiral(n_per_class=100, n_classes=3, noise=0.2, seed=None):
     >>> X.shape, y.shape, sorted(set(y.tolist()))
     ((300, 2), (300,), [0, 1, 2])
     """
-    n_per_class = _positive_int("n_per_class", n_per_class)
-    n_classes = _positive_int("n_classes", n_classes)
-    if isinstance(noise, bool) or not isinstance(noise, numbers.Real):
-        raise TypeError(f"noise must be a real number, got {type(noise).__name__}")
-    noise = float(noise)
-    if not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be finite and >= 0, got {noise!r}")
+    n_per_class = check_scalar(n_per_class, "n_per_class", "int", low=1)
+    n_classes = check_scalar(n_classes, "n_classes", "int", low=1)
+    noise = check_scalar(noise, "noise", "real", low=0, finite=True)
     rng = np.random.default_rng(seed)
 
     n = n_per_class
@@ -74,10 +70,3 @@ def spiral(n_per_class=100, n_classes=3, noise=0.2, seed=None):
         y[rows] = j
     return X, y
 
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)

@@ -127,14 +127,59 @@ def test_main_plot_writes_a_png(short_runs, tmp_path, capsys):
     assert f"wrote {path}" in capsys.readouterr().out
 
 
+def _argument_error(argv, capsys):
+    """The stderr of main(argv), which must stop with argparse's status 2 before any work."""
+    with pytest.raises(SystemExit) as info:
+        casestudy.main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # it stopped before training
+    assert "usage:" in captured.err and "error: argument" in captured.err
+    return captured.err
+
+
 def test_main_plot_without_matplotlib_fails_clearly(short_runs, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     path = tmp_path / "case.png"
-    assert casestudy.main(["--plot", str(path)]) != 0
-    captured = capsys.readouterr()
-    assert "matplotlib" in captured.err and "pip install" in captured.err
-    assert captured.out == ""  # it stopped before training
+    err = _argument_error(["--plot", str(path)], capsys)
+    assert "--plot" in err and "matplotlib" in err and "pip install" in err
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [("-1", "seed must be >= 0, got -1"), ("abc", "seed must be an integer, got 'abc'"),
+     ("1.5", "seed must be an integer, got '1.5'")],
+    ids=["negative", "word", "float"],
+)
+def test_main_refuses_a_bad_seed_before_any_work(value, words, capsys):
+    err = _argument_error(["--seed", value], capsys)
+    assert f"argument --seed: {words}" in err
+
+
+def test_main_checks_the_plot_path_before_any_work(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    missing = tmp_path / "missing" / "case.png"
+    err = _argument_error(["--plot", str(missing)], capsys)
+    assert f"argument --plot: the directory {missing.parent} does not exist" in err
+    err = _argument_error(["--plot", str(tmp_path)], capsys)
+    assert "is a directory" in err
+    err = _argument_error(["--plot", str(tmp_path / "case.docx")], capsys)
+    assert "matplotlib cannot write .docx files; use .png" in err
+    assert "the file name is empty" in _argument_error(["--plot", ""], capsys)
+    # (a permission check, which root passes anyway: as the operating system answers)
+    monkeypatch.setattr(casestudy.os, "access", lambda path, mode: False)
+    err = _argument_error(["--plot", str(tmp_path / "case.png")], capsys)
+    assert f"argument --plot: {tmp_path} is not writable" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_seed_on_the_command_line_exits_2_without_a_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cysoftmax.casestudy", "--seed", "-1"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "error: argument --seed: seed must be >= 0" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
 def test_module_runs_as_a_script(tmp_path):

@@ -235,3 +235,61 @@ def test_num_threads_beyond_the_cpus_starts_no_more_threads(tmp_path):
                          cwd=tmp_path, timeout=120, check=True)
     started, cap = map(int, out.stdout.split())
     assert started <= cap - 1, out.stdout
+
+
+# ------------------------------------------------ the scalar and label-range checks
+
+
+def test_check_scalar_types_ranges_and_names():
+    from cysoftmax._validation import check_scalar
+
+    assert check_scalar(np.int64(3), "n", "int", low=1) == 3
+    assert type(check_scalar(np.int64(3), "n", "int")) is int
+    assert check_scalar(np.array(2.5), "x", "real") == 2.5  # a 0-d array: its scalar
+    assert check_scalar(None, "n", "int", allow_none=True) is None
+    assert check_scalar(10**400, "x", "real") == float("inf")  # beyond float's range
+    assert check_scalar(-(10**400), "x", "real") == float("-inf")
+    for value, kind, words in [(True, "int", "n must be an integer, got a bool"),
+                               (np.False_, "real", "n must be a real number, got a bool"),
+                               (2.0, "int", "n must be an integer, got 2.0"),
+                               ("1", "real", "n must be a real number, got '1'"),
+                               (1.5, "int", "n must be None or an integer")]:
+        with pytest.raises(TypeError, match=words):
+            check_scalar(value, "n", kind, allow_none=words.endswith("integer"))
+    for kwargs, value, words in [({"low": 1}, 0, "n must be >= 1, got 0"),
+                                 ({"low": 0, "low_open": True}, 0.0, "n must be > 0, got 0.0"),
+                                 ({"high": 1, "high_open": True}, 1, "n must be < 1, got 1"),
+                                 ({}, float("nan"), "n must not be NaN")]:
+        with pytest.raises(ValueError, match=words):
+            check_scalar(value, "n", "real", **kwargs)
+
+
+def test_check_scalar_finite_and_allow_bool():
+    from cysoftmax._validation import check_scalar
+
+    assert check_scalar(float("inf"), "x", "real", low=0) == float("inf")  # not asked
+    for value, kwargs, words in [
+        (float("inf"), {"low": 0}, "x must be finite and >= 0, got inf"),
+        (-float("inf"), {}, "x must be finite, got -inf"),
+        (10**400, {"high": 1}, "x must be finite, got 1000"),
+        (-0.5, {"low": 0}, r"x must be finite and >= 0, got -0\.5"),
+        (2.0, {"high": 1}, r"x must be finite and <= 1, got 2\.0"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            check_scalar(value, "x", "real", finite=True, **kwargs)
+    assert check_scalar(True, "v", "int", allow_bool=True) == 1
+    assert type(check_scalar(np.True_, "v", "int", allow_bool=True)) is int
+    assert check_scalar(False, "v", "real", allow_bool=True) == 0.0
+
+
+def test_check_label_range_reports_the_first_bad_label_by_position():
+    from cysoftmax._validation import check_label_range
+
+    check_label_range(np.array([0, 2, -100, 1]), (4,), 3, -100)  # all fine: no error
+    with pytest.raises(IndexError, match=r"^y\[2\] = 3 is not a class index in \[0, 3\) "
+                                         r"and not ignore_index \(-1\)$"):
+        check_label_range(np.array([0, -1, 3, -2]), (4,), 3, -1, name="y")
+    with pytest.raises(IndexError, match=r"^labels\[1, 0\] = -100 "):
+        check_label_range(np.array([[0, 1], [-100, 2]]), (2, 2), 3, -5)
+    with pytest.raises(IndexError, match=r"^labels\[1\] = 1180591620717411303424 "):
+        check_label_range(np.array([1, 2**70], dtype=object), (2,), 3, -100)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import cysoftmax
+import reference
 from cysoftmax import datasets
 from cysoftmax.models import (
     ConvergenceWarning,
@@ -44,19 +45,22 @@ def _blas_on_one_thread():
 # ----------------------------------------------------------------- helpers
 
 
-def central_difference(f, x, h=1e-6):
-    """d f / d x by central differences, perturbing ``x`` in place (float64)."""
-    grad = np.empty_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        orig = flat[i]
-        flat[i] = orig + h
-        fp = f()
-        flat[i] = orig - h
-        fm = f()
-        flat[i] = orig
-        gflat[i] = (fp - fm) / (2 * h)
-    return grad
+# The expected values come from tests/reference.py, a float64 NumPy cross-entropy
+# written from the formulas, and its finite differences (fd4), never from cysoftmax.
+
+FD_STEP = 1e-3  # of reference.fd4, a 4th-order central difference
+
+
+def linear_objective(W, b, X, y, reg=0.0, **options):
+    """cross_entropy(X @ W + b, y) + 0.5 * reg * sum(W**2), by the reference."""
+    return reference.cross_entropy(X @ W + b, y, **options)[0] + 0.5 * reg * np.sum(W * W)
+
+
+def two_layer_objective(W1, b1, W2, b2, X, y, reg=0.0, **options):
+    """The two-layer network's loss, by the reference."""
+    scores = np.maximum(0.0, X @ W1 + b1) @ W2 + b2
+    return (reference.cross_entropy(scores, y, **options)[0]
+            + 0.5 * reg * (np.sum(W1 * W1) + np.sum(W2 * W2)))
 
 
 @pytest.fixture
@@ -99,33 +103,26 @@ def _labels_for(options, y):
 
 @pytest.mark.parametrize("reg", [0.0, 0.3], ids=["reg0", "reg0.3"])
 @pytest.mark.parametrize("options", LOSS_OPTIONS)
-def test_linear_loss_gradients_match_central_differences(problem, options, reg):
-    X, W, b = problem["X"], problem["W"].copy(), problem["b"].copy()
+def test_linear_loss_gradients_match_finite_differences(problem, options, reg):
+    X, W, b = problem["X"], problem["W"], problem["b"]
     y = _labels_for(options, problem["y"])
     loss, dW, db = linear_softmax_loss(W, X, y, b=b, reg=reg, **options)
-
-    def f():
-        return linear_softmax_loss(W, X, y, b=b, reg=reg, **options)[0]
-
-    np.testing.assert_allclose(dW, central_difference(f, W), rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(db, central_difference(f, b), rtol=1e-6, atol=1e-8)
-    assert f() == loss  # the perturbations were undone
+    assert loss == pytest.approx(linear_objective(W, b, X, y, reg, **options), rel=1e-12)
+    fd_W = reference.fd4(lambda W_: linear_objective(W_, b, X, y, reg, **options), W, FD_STEP)
+    fd_b = reference.fd4(lambda b_: linear_objective(W, b_, X, y, reg, **options), b, FD_STEP)
+    np.testing.assert_allclose(dW, fd_W, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(db, fd_b, rtol=1e-8, atol=1e-10)
 
 
 def test_linear_loss_is_cross_entropy_plus_l2(problem):
     X, y, W, b = problem["X"], problem["y"], problem["W"], problem["b"]
     loss, dW, db = linear_softmax_loss(W, X, y, b=b, reg=0.25)
-    expected = cysoftmax.cross_entropy(X @ W + b, y) + 0.5 * 0.25 * np.sum(W * W)
-    assert loss == pytest.approx(float(expected), rel=1e-12)
+    assert loss == pytest.approx(linear_objective(W, b, X, y, 0.25), rel=1e-12)
     assert isinstance(loss, float)
-    # the notes' formulas: dscores = P - onehot, / N
-    scores = X @ W + b
-    P = np.exp(scores - scores.max(axis=1, keepdims=True))
-    P /= P.sum(axis=1, keepdims=True)
-    P[np.arange(len(y)), y] -= 1
-    P /= len(y)
-    np.testing.assert_allclose(dW, X.T @ P + 0.25 * W, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(db, P.sum(axis=0), rtol=1e-12, atol=1e-15)
+    # the chain rule through scores = X @ W + b, from the reference dloss/dscores
+    dscores = reference.cross_entropy(X @ W + b, y)[1]
+    np.testing.assert_allclose(dW, X.T @ dscores + 0.25 * W, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(db, dscores.sum(axis=0), rtol=1e-12, atol=1e-15)
 
 
 def test_linear_loss_bias_shapes(problem):
@@ -164,22 +161,25 @@ def test_linear_loss_does_not_modify_inputs(problem):
 
 @pytest.mark.parametrize("reg", [0.0, 0.3], ids=["reg0", "reg0.3"])
 @pytest.mark.parametrize("options", LOSS_OPTIONS)
-def test_two_layer_gradients_match_central_differences(problem, options, reg):
+def test_two_layer_gradients_match_finite_differences(problem, options, reg):
     X = problem["X"]
-    params = [problem[k].copy() for k in ("W1", "b1", "W2", "b2")]
+    params = [problem[k] for k in ("W1", "b1", "W2", "b2")]
     y = _labels_for(options, problem["y"])
-    # no hidden pre-activation may sit within the step of the ReLU kink
+    # no hidden pre-activation may sit within the steps (up to 2 FD_STEP) of the ReLU kink
     pre = X @ params[0] + params[1]
-    assert np.abs(pre).min() > 1e-4
+    assert np.abs(pre).min() > 2 * FD_STEP * max(1.0, np.abs(X).max())
 
     loss, *grads = two_layer_softmax_loss(*params, X, y, reg=reg, **options)
+    assert loss == pytest.approx(two_layer_objective(*params, X, y, reg, **options), rel=1e-12)
 
-    def f():
-        return two_layer_softmax_loss(*params, X, y, reg=reg, **options)[0]
-
-    for name, p, g in zip(("dW1", "db1", "dW2", "db2"), params, grads):
+    for i, (name, p, g) in enumerate(zip(("dW1", "db1", "dW2", "db2"), params, grads)):
         assert g.shape == p.shape, name
-        np.testing.assert_allclose(g, central_difference(f, p), rtol=1e-6, atol=1e-8,
+
+        def f(value, i=i):
+            return two_layer_objective(*params[:i], value, *params[i + 1:], X, y, reg,
+                                       **options)
+
+        np.testing.assert_allclose(g, reference.fd4(f, p, FD_STEP), rtol=1e-8, atol=1e-10,
                                    err_msg=name)
 
 
@@ -187,11 +187,16 @@ def test_two_layer_loss_matches_plain_numpy(problem):
     X, y = problem["X"], problem["y"]
     W1, b1, W2, b2 = (problem[k] for k in ("W1", "b1", "W2", "b2"))
     loss, dW1, db1, dW2, db2 = two_layer_softmax_loss(W1, b1, W2, b2, X, y, reg=0.1)
-    hidden = np.maximum(0, X @ W1 + b1)
-    scores = hidden @ W2 + b2
-    expected = cysoftmax.cross_entropy(scores, y) + 0.05 * (np.sum(W1**2) + np.sum(W2**2))
-    assert loss == pytest.approx(float(expected), rel=1e-12)
+    assert loss == pytest.approx(two_layer_objective(W1, b1, W2, b2, X, y, 0.1), rel=1e-12)
     assert db1.shape == (6,) and db2.shape == (5,)
+    # the chain rule, from the reference dloss/dscores
+    hidden = np.maximum(0, X @ W1 + b1)
+    dscores = reference.cross_entropy(hidden @ W2 + b2, y)[1]
+    dhidden = (dscores @ W2.T) * (hidden > 0)
+    np.testing.assert_allclose(dW2, hidden.T @ dscores + 0.1 * W2, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(db2, dscores.sum(axis=0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(dW1, X.T @ dhidden + 0.1 * W1, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(db1, dhidden.sum(axis=0), rtol=1e-12, atol=1e-15)
 
 
 def test_two_layer_net_takes_gradient_steps(problem):
@@ -256,8 +261,11 @@ def test_spiral_seeding():
         ({"n_per_class": 2.5}, TypeError, "n_per_class"),
         ({"noise": -0.1}, ValueError, "noise"),
         ({"noise": "big"}, TypeError, "noise"),
+        ({"noise": np.inf}, ValueError, "noise must be finite and >= 0, got inf"),
+        ({"n_classes": True}, TypeError, "n_classes must be an integer, got a bool"),
     ],
-    ids=["n_per_class-0", "n_classes-0", "n_per_class-float", "noise-negative", "noise-str"],
+    ids=["n_per_class-0", "n_classes-0", "n_per_class-float", "noise-negative", "noise-str",
+         "noise-inf", "n_classes-bool"],
 )
 def test_spiral_bad_arguments(kwargs, exc, words):
     with pytest.raises(exc, match=words):
@@ -310,7 +318,7 @@ def test_fitted_attributes(make, spiral_data):
     assert est.loss_history_.shape == (est.n_iter_,)
     assert est.loss_history_[-1] < est.loss_history_[0]
     scores = est.decision_function(X)
-    np.testing.assert_allclose(cysoftmax.softmax(scores), est.predict_proba(X), rtol=1e-12)
+    np.testing.assert_allclose(reference.softmax(scores), est.predict_proba(X), rtol=1e-12)
 
 
 def test_softmax_classifier_attribute_layouts(spiral_data):
@@ -419,6 +427,15 @@ def test_parameters_are_validated_at_fit_not_init(spiral_data):
     assert clf.fit(X, y).n_iter_ == 2
 
 
+def test_parameters_of_numpy_types_and_a_bool_verbose_are_accepted(spiral_data, capsys):
+    X, y = spiral_data
+    net = TwoLayerNet(hidden_size=np.int64(3), max_iter=np.int32(2), reg=np.float32(0.01),
+                      learning_rate=np.array(0.5), tol=np.float64(1e-3), verbose=True,
+                      solver="sgd", random_state=0).fit(X, y)
+    assert net.n_iter_ == 2 and net.W1_.shape == (2, 3)
+    assert "TwoLayerNet iteration 1: loss" in capsys.readouterr().out  # verbose=True: 1
+
+
 @pytest.mark.parametrize("make", ESTIMATORS)
 def test_minibatch_sgd(make, spiral_data):
     X, y = spiral_data
@@ -500,9 +517,11 @@ def test_accepts_lists_ints_and_noncontiguous_arrays(spiral_data):
 
 def test_divergence_warns(spiral_data):
     X, y = spiral_data
-    with pytest.warns(RuntimeWarning, match="diverged"), np.errstate(all="ignore"):
+    with pytest.warns(RuntimeWarning, match="diverged") as record, np.errstate(all="ignore"):
         TwoLayerNet(hidden_size=5, learning_rate=1e200, max_iter=20, random_state=0,
                     solver="sgd").fit(X * 1e100, y)
+    # the warning points at the caller of fit
+    assert [w.filename for w in record if "diverged" in str(w.message)] == [__file__]
 
 
 # ------------------------------------------------ bad input
@@ -595,7 +614,8 @@ BAD_INPUT = [
     ("hidden_size-0", _fit(TwoLayerNet(hidden_size=0)), ValueError, "hidden_size must be >= 1"),
     ("hidden_size-negative", _fit(TwoLayerNet(hidden_size=-5)), ValueError, "hidden_size"),
     ("batch_size-0", _fit(SoftmaxClassifier(batch_size=0)), ValueError, "batch_size must be >= 1"),
-    ("batch_size-float", _fit(TwoLayerNet(batch_size=3.5)), TypeError, "batch_size must be an int or None"),
+    ("batch_size-float", _fit(TwoLayerNet(batch_size=3.5)), TypeError,
+     "batch_size must be None or an integer, got 3.5"),
     ("reg-negative", _fit(SoftmaxClassifier(reg=-1e-3)), ValueError, "reg must be finite and >= 0"),
     ("reg-inf", _fit(TwoLayerNet(reg=np.inf)), ValueError, "reg must be"),
     ("reg-bool", _fit(TwoLayerNet(reg=True)), TypeError, "reg must be a real number"),
@@ -616,6 +636,14 @@ BAD_INPUT = [
     ("tol-negative", _fit(SoftmaxClassifier(tol=-1e-3)), ValueError,
      "tol must be finite and >= 0"),
     ("tol-str", _fit(TwoLayerNet(tol="small")), TypeError, "tol must be a real number"),
+    ("tol-inf", _fit(SoftmaxClassifier(tol=np.inf)), ValueError,
+     "tol must be finite and >= 0, got inf"),
+    ("learning_rate-bool", _fit(SoftmaxClassifier(learning_rate=True)), TypeError,
+     "learning_rate must be a real number, got a bool"),
+    ("max_iter-bool", _fit(TwoLayerNet(max_iter=True)), TypeError,
+     "max_iter must be an integer, got a bool"),
+    ("hidden_size-str", _fit(TwoLayerNet(hidden_size="8")), TypeError,
+     "hidden_size must be an integer, got '8'"),
     ("batch_size-with-lbfgs", _fit(SoftmaxClassifier(batch_size=4)), ValueError,
      "batch_size=4 needs solver='sgd'"),
     # prediction
@@ -667,13 +695,13 @@ BAD_INPUT = [
     ("loss-X-1d", lambda: linear_softmax_loss(_W, _X[0], _Y[:1]), ValueError, "X must be a 2-D"),
     ("loss-X-nan", lambda: linear_softmax_loss(_W, _X_nan, _Y), ValueError, "NaN"),
     ("loss-y-float", lambda: linear_softmax_loss(_W, _X, _Y.astype(float)), TypeError,
-     "y must hold integer class indices"),
+     r"y must be integers \(class indices\), got dtype float64"),
     ("loss-y-out-of-range", lambda: linear_softmax_loss(_W, _X, _Y + 1), IndexError,
      r"y\[2\] = 3 is not a class index in \[0, 3\)"),
     ("loss-y-object-none", lambda: linear_softmax_loss(_W, _X, [0, 1, None] * 4), TypeError,
      r"^y\b.*None"),
     ("loss-y-bool", lambda: linear_softmax_loss(_W, _X, _Y == 1), TypeError,
-     "y must hold integer class indices.*bool"),
+     r"y must be integers \(class indices\).*bool"),
     ("loss-y-masked", lambda: linear_softmax_loss(_W, _X, np.ma.masked_equal(_Y, 0)), TypeError,
      "y is a masked array"),
     ("loss-X-masked", lambda: linear_softmax_loss(_W, np.ma.masked_greater(_X, 1.0), _Y),
@@ -737,13 +765,6 @@ def test_failed_refit_keeps_the_fitted_model(spiral_data):
 # ------------------------------------------------ labels reach the kernel uncast
 
 
-def _numpy_mean_cross_entropy(scores, y):
-    """Mean -log softmax(scores)[i, y[i]] in plain NumPy (no ignored rows)."""
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-np.mean(log_p[np.arange(len(y)), np.asarray(y, dtype=np.int64)]))
-
-
 def _two_layer_call(problem, y):
     return two_layer_softmax_loss(problem["W1"], problem["b1"], problem["W2"], problem["b2"],
                                   problem["X"], y)
@@ -776,14 +797,26 @@ def test_loss_huge_python_int_label_raises_index_error(problem, call):
         call(problem, y)
 
 
+@pytest.mark.parametrize("call", LOSS_CALLS)
+def test_loss_label_out_of_range_names_y_and_its_position(problem, call):
+    """Plain int64 labels reach the kernel unconverted; its range error is reported for
+    y, at the position of the first bad label, with the ignore_index in force."""
+    y = problem["y"].copy()
+    y[[3, 6]] = [-1, 5]
+    with pytest.raises(IndexError, match=r"^y\[3\] = -1 is not a class index in \[0, 5\) "
+                                         r"and not ignore_index \(-100\)$"):
+        call(problem, y)
+    with pytest.raises(IndexError, match=r"^y\[6\] = 5 .* not ignore_index \(-1\)$"):
+        linear_softmax_loss(problem["W"], problem["X"], y, b=problem["b"], ignore_index=-1)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32, np.int64, np.uint64, object])
 def test_loss_accepts_every_integer_label_dtype(problem, dtype):
     X, W, b, y = problem["X"], problem["W"], problem["b"], problem["y"]
-    expected = _numpy_mean_cross_entropy(X @ W + b, y)
+    expected = linear_objective(W, b, X, y)
     labels = np.array(y.tolist(), dtype=dtype)
     assert linear_softmax_loss(W, X, labels, b=b)[0] == pytest.approx(expected, rel=1e-12)
-    hidden = np.maximum(0, X @ problem["W1"] + problem["b1"])
-    expected2 = _numpy_mean_cross_entropy(hidden @ problem["W2"] + problem["b2"], y)
+    expected2 = two_layer_objective(*(problem[k] for k in ("W1", "b1", "W2", "b2")), X, y)
     assert _two_layer_call(problem, labels)[0] == pytest.approx(expected2, rel=1e-12)
 
 
@@ -800,8 +833,7 @@ def test_two_layer_loss_float32_with_none_biases(problem):
         assert g.dtype == np.float32
     assert db1.shape == (6,) and db2.shape == (5,)
     X64, W1_64, W2_64 = (a.astype(np.float64) for a in (X, W1, W2))
-    expected = (_numpy_mean_cross_entropy(np.maximum(0, X64 @ W1_64) @ W2_64, y)
-                + 0.05 * (np.sum(W1_64**2) + np.sum(W2_64**2)))
+    expected = two_layer_objective(W1_64, 0.0, W2_64, 0.0, X64, y, 0.1)
     assert loss == pytest.approx(expected, rel=1e-5)
     # one float64 bias makes the computation float64
     out = two_layer_softmax_loss(W1, None, W2, np.zeros(5), X, y)
@@ -941,29 +973,22 @@ def test_default_solver_fits_separable_blobs(make):
     assert est.score(X_new, y_new) >= 0.95
 
 
-def _numpy_linear_objective(W, b, X, y, reg):
-    """Mean softmax cross-entropy + 0.5 * reg * sum(W**2), in plain NumPy."""
-    return _numpy_mean_cross_entropy(X @ W + b, y) + 0.5 * reg * float(np.sum(W * W))
-
-
 def test_lbfgs_finds_the_minimum_of_the_linear_objective(spiral_data):
-    """The objective is convex: at the L-BFGS solution its gradient, taken by central
-    differences of a plain NumPy objective, vanishes; the loss decreased at every step."""
+    """The objective is convex: at the L-BFGS solution its gradient, taken by finite
+    differences of the reference objective, vanishes; the loss decreased at every step."""
     X, y = spiral_data
     clf = SoftmaxClassifier(reg=1e-2, tol=1e-8, random_state=0).fit(X, y)
     assert clf.n_iter_ < clf.max_iter
-    W, b = clf.W_.copy(), clf.b_.copy()
-
-    def f():
-        return _numpy_linear_objective(W, b, X, y, 1e-2)
-
+    W, b = clf.W_, clf.b_
     # tol=1e-8 or a relative decrease below SciPy's ftol (2.2e-9) stops it; the gradient
     # there is tiny next to its size at the start (about 0.1)
-    assert np.abs(central_difference(f, W)).max() < 1e-5
-    assert np.abs(central_difference(f, b)).max() < 1e-5
+    fd_W = reference.fd4(lambda W_: linear_objective(W_, b, X, y, 1e-2), W, FD_STEP)
+    fd_b = reference.fd4(lambda b_: linear_objective(W, b_, X, y, 1e-2), b, FD_STEP)
+    assert np.abs(fd_W).max() < 1e-5
+    assert np.abs(fd_b).max() < 1e-5
     hist = clf.loss_history_
     assert np.all(np.diff(hist) <= 0)
-    assert f() <= hist[-1]
+    assert linear_objective(W, b, X, y, 1e-2) <= hist[-1]
 
 
 def test_lbfgs_warns_when_it_stops_early(spiral_data):
@@ -972,6 +997,9 @@ def test_lbfgs_warns_when_it_stops_early(spiral_data):
                                                 "iteration.*increase max_iter"):
         clf = SoftmaxClassifier(max_iter=2, random_state=0).fit(X, y)
     assert clf.n_iter_ == 2 and clf.loss_history_.shape == (2,)
+    with pytest.warns(ConvergenceWarning) as record:
+        SoftmaxClassifier(max_iter=2, random_state=0).fit(X, y)
+    assert [w.filename for w in record] == [__file__]  # the caller of fit
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # converged: no warning
         SoftmaxClassifier(random_state=0).fit(X, y)
@@ -1062,6 +1090,33 @@ def test_import_loads_neither_sklearn_nor_scipy():
     proc = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_models_is_the_public_module_of_its_names(spiral_data):
+    """The code lives in private modules; cysoftmax.models names it, pickles refer to
+    it, and the docstrings are complete (their shared parts filled in)."""
+    from cysoftmax import models
+
+    assert sorted(models.__all__) == sorted(
+        ["ConvergenceWarning", "DataConversionWarning", "NotFittedError", "SoftmaxClassifier",
+         "TwoLayerNet", "linear_softmax_loss", "two_layer_softmax_loss"])
+    for name in models.__all__:
+        assert getattr(cysoftmax, name) is getattr(models, name)
+    for obj in (SoftmaxClassifier, TwoLayerNet, linear_softmax_loss, two_layer_softmax_loss):
+        assert obj.__module__ == "cysoftmax.models"
+    X, y = spiral_data
+    net = TwoLayerNet(hidden_size=3, max_iter=2, random_state=0).fit(X, y)
+    data = pickle.dumps(net)
+    assert b"cysoftmax.models" in data and b"_estimators" not in data
+    np.testing.assert_array_equal(pickle.loads(data).predict_proba(X), net.predict_proba(X))
+    for cls in (SoftmaxClassifier, TwoLayerNet):
+        assert "{common}" not in cls.__doc__ and "{attributes}" not in cls.__doc__
+        assert "learning_rate : float, default 1.0" in cls.__doc__
+        assert "n_iter_ : int" in cls.__doc__
+        for method in (cls.fit, cls.predict, cls.score, cls.predict_proba,
+                       cls.decision_function):
+            assert "{X}" not in method.__doc__
+            assert "X : array-like of shape (n_samples, n_features)" in method.__doc__
 
 
 def test_not_fitted_error_pickles(spiral_data):
