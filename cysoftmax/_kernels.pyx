@@ -235,14 +235,20 @@ cdef int _parse_reduction(object reduction) except -1:
     return code
 
 
+cdef object _as_integer(object value, str name, str what):
+    """value as a Python int (an int, NumPy integer or __index__ object; not a bool)."""
+    if type(value) is int:
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be {what}, got a bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be {what}, got {value!r}") from None
+
+
 cdef int64_t _parse_ignore_index(object ignore_index) except? -1:
-    if type(ignore_index) is not int:
-        if isinstance(ignore_index, (bool, np.bool_)):
-            raise TypeError("ignore_index must be an integer, got a bool")
-        try:
-            ignore_index = operator.index(ignore_index)
-        except TypeError:
-            raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}") from None
+    ignore_index = _as_integer(ignore_index, "ignore_index", "an integer")
     if not -(2**63) <= ignore_index < 2**63:
         raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
     return ignore_index
@@ -272,14 +278,7 @@ cdef int _parse_num_threads(object num_threads) except -1:
     """Threads asked for: None is the default (fixed at import), else a positive int."""
     if num_threads is None:
         return 1 if _forked_child else _default_threads
-    if type(num_threads) is not int:
-        if isinstance(num_threads, (bool, np.bool_)):
-            raise TypeError("num_threads must be None or a positive integer, got a bool")
-        try:
-            num_threads = operator.index(num_threads)
-        except TypeError:
-            raise TypeError(
-                f"num_threads must be None or a positive integer, got {num_threads!r}") from None
+    num_threads = _as_integer(num_threads, "num_threads", "None or a positive integer")
     if num_threads < 1:
         raise ValueError(f"num_threads must be None or a positive integer, got {num_threads}")
     return min(num_threads, _THREADS_LIMIT)
