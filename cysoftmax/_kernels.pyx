@@ -104,6 +104,8 @@ cdef enum:
     _THREAD_ELEMS = 16384
     # More threads than this are never asked for, whatever num_threads says.
     _THREADS_LIMIT = 1 << 16
+    # A call's own buffer (labels, weights, ...) of up to this many 8-byte items is on the stack.
+    _STACK_ITEMS = 512
 
 cdef const cysm_kernel_table *_table = cysm_target(0)
 
@@ -375,6 +377,11 @@ cdef inline void _sce_block(cysm_sce_fn kernel, const cysm_sce_args *args, Py_ss
     kernel(args, r0, r1, row_loss, &partials[block])
 
 
+cdef inline void _release(char *owned, double *stack_buffer) noexcept nogil:
+    if owned != <char *>stack_buffer:
+        free(owned)
+
+
 cdef enum SceStatus:
     SCE_OK = 0
     SCE_BAD_LABEL = 1
@@ -405,6 +412,8 @@ cdef SceStatus _sce_raw(bint is_f64, const void *scores, void *grad, Py_ssize_t 
     cdef cysm_sce_args args
     cdef cysm_sce_fn kernel = _table.sce[1 if is_f64 else 0]
     cdef char *owned
+    cdef size_t owned_bytes
+    cdef double stack_buffer[_STACK_ITEMS]
     cdef double *partials
     cdef int n_threads
 
@@ -414,8 +423,10 @@ cdef SceStatus _sce_raw(bint is_f64, const void *scores, void *grad, Py_ssize_t 
         return SCE_OK
     rows_per_block = _rows_per_block(n_classes)
     n_blocks = (n_rows + rows_per_block - 1) // rows_per_block
-    # one allocation of 8-byte items: labels, weights, smoothing offsets, block sums
-    owned = <char *>malloc((n_rows + 2 * n_classes + n_blocks) * 8)
+    # one buffer of 8-byte items: labels, weights, smoothing offsets, block sums (on the
+    # stack for small problems, where a malloc is a noticeable part of the call)
+    owned_bytes = (n_rows + 2 * n_classes + n_blocks) * 8
+    owned = <char *>stack_buffer if owned_bytes <= sizeof(stack_buffer) else <char *>malloc(owned_bytes)
     if owned == NULL:
         return SCE_NO_MEMORY
     partials = <double *>(owned + (n_rows + 2 * n_classes) * 8)
@@ -427,7 +438,7 @@ cdef SceStatus _sce_raw(bint is_f64, const void *scores, void *grad, Py_ssize_t 
         memcpy(owned + n_rows * 8, weight, n_classes * 8)
         for i in range(n_classes):  # (checked by the caller too; this is the copy used)
             if not isfinite(args.weight[i]):
-                free(owned)
+                _release(owned, stack_buffer)
                 return SCE_BAD_WEIGHT
 
     # labels: range check and the "mean" denominator, in row order, on the copies
@@ -438,7 +449,7 @@ cdef SceStatus _sce_raw(bint is_f64, const void *scores, void *grad, Py_ssize_t 
         if y < 0 or y >= n_classes:
             bad_out[0] = i
             bad_value_out[0] = y
-            free(owned)
+            _release(owned, stack_buffer)
             return SCE_BAD_LABEL
         denominator += args.weight[y] if args.weight != NULL else 1.0
     denominator_out[0] = denominator
@@ -460,7 +471,7 @@ cdef SceStatus _sce_raw(bint is_f64, const void *scores, void *grad, Py_ssize_t 
             _sce_block(kernel, &args, block, rows_per_block, n_rows, row_loss, partials)
     for block in range(n_blocks):
         total += partials[block]
-    free(owned)
+    _release(owned, stack_buffer)
     total_out[0] = total
     return SCE_OK
 
