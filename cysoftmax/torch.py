@@ -260,9 +260,9 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     scores = input.movedim(1, -1).reshape(-1, C) if input.dim() > 2 else input.contiguous()
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be at least 1, got {num_threads}")
-    loss, _ = torch.ops.cysoftmax.cross_entropy(scores, target.reshape(-1), weight,
-                                                ignore_index, reduction,
-                                                float(label_smoothing), num_threads or 0)
+    loss: Tensor
+    loss, _ = _cross_entropy_op(scores, target.reshape(-1), weight, ignore_index, reduction,
+                                float(label_smoothing), num_threads or 0)
     if reduction == "none":
         loss = loss.reshape(() if unbatched else expected)
     return loss.to(dtype)
