@@ -4,7 +4,10 @@
 wraps the same compiled kernel as a PyTorch operator (``torch.library.custom_op``) with
 the signature and semantics of ``torch.nn.functional.cross_entropy`` for class-index
 targets, the class axis second as in PyTorch.  ``import cysoftmax`` does not import
-torch; ``import cysoftmax.torch`` does.
+torch; ``import cysoftmax.torch`` does.  ``linear_cross_entropy`` and
+``LinearCrossEntropyLoss`` follow PyTorch's (2.13) ``F.linear_cross_entropy`` and
+``nn.LinearCrossEntropyLoss``, unfused: the logits are computed by ``F.linear`` and then
+passed to ``cross_entropy`` (a fused linear layer and loss is not implemented).
 
 How it runs
 -----------
@@ -41,6 +44,8 @@ Devices, dtypes and targets
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -50,7 +55,8 @@ from torch import Tensor
 
 from ._api import softmax_cross_entropy
 
-__all__ = ["cross_entropy", "CrossEntropyLoss"]
+__all__ = ["cross_entropy", "CrossEntropyLoss", "linear_cross_entropy",
+           "LinearCrossEntropyLoss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 _HALF = (torch.float16, torch.bfloat16)
@@ -317,4 +323,173 @@ class CrossEntropyLoss(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return (f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
+                f"label_smoothing={self.label_smoothing}")
+
+
+def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *,
+                         linear_bias: Optional[Tensor] = None,
+                         weight: Optional[Tensor] = None, reduction: str = "mean",
+                         ignore_index: Optional[int] = None, label_smoothing: float = 0.0,
+                         options: Any = None, num_threads: Optional[int] = None) -> Tensor:
+    """Cross-entropy of linearly transformed inputs, as ``F.linear_cross_entropy``.
+
+    Computes ``logits = F.linear(input, linear_weight, linear_bias)`` and then
+    :func:`cross_entropy` of the logits: the same results as PyTorch's reference
+    implementation, with the logits materialized (not fused or chunked).
+
+    Parameters
+    ----------
+    input : Tensor, shape (in_features,) or (N, in_features)
+    linear_weight : Tensor, shape (C, d1, ..., dk, in_features)
+        ``k > 0`` gives a K-dimensional loss (logits of shape ``(N, C, d1, ..., dk)``),
+        which needs a batched `input`.
+    target : Tensor
+        Class indices, shape ``()``, ``(N,)`` or ``(N, d1, ..., dk)``; or class
+        probabilities of the logits' shape (handed to ``F.cross_entropy``).
+    linear_bias : Tensor, shape (C, d1, ..., dk), optional
+    weight : Tensor, shape (C,), optional
+        Class weights.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    ignore_index : int, optional
+        None means -100 for class-index targets; must be None for probabilities.
+    label_smoothing : float in [0, 1], default 0.0
+    options : LinearCrossEntropyOptions, optional
+        PyTorch's chunking options; not used here (a ``UserWarning`` says so).
+    num_threads : int, optional
+        Threads of the kernel; None uses ``torch.get_num_threads()``.
+
+    Returns
+    -------
+    Tensor
+        As :func:`cross_entropy`.
+
+    Raises
+    ------
+    RuntimeError
+        Shapes that do not fit together (PyTorch's checks and messages), or
+        `ignore_index` given with probability targets.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from cysoftmax.torch import linear_cross_entropy
+    >>> x, w = torch.ones(2, 3), torch.zeros(4, 3)
+    >>> linear_cross_entropy(x, w, torch.tensor([0, 3]))  # uniform logits: log 4
+    tensor(1.3863)
+    """
+    if input.dim() < 1 or input.dim() > 2:
+        raise RuntimeError(f"expected input with dimensionality 1 or 2, got {input.dim()}")
+    if linear_weight.dim() < 2:
+        raise RuntimeError("expected linear_weight with dimensionality at least 2, got "
+                           f"{linear_weight.dim()}")
+    in_features = input.shape[-1]
+    if in_features != linear_weight.shape[-1]:
+        raise RuntimeError("expected equal input and linear_weight last dimensions "
+                           f"(in_features), got {in_features} and {linear_weight.shape[-1]}")
+    num_classes = linear_weight.shape[0]
+    out_features = tuple(linear_weight.shape[1:-1])
+    if linear_bias is not None and tuple(linear_bias.shape) != (num_classes, *out_features):
+        raise RuntimeError(f"expected linear_bias shape {(num_classes, *out_features)}, "
+                           f"got {tuple(linear_bias.shape)}")
+    if out_features and input.dim() == 1:
+        raise RuntimeError(f"K-dimensional loss defined by linear_weight shape "
+                           f"{tuple(linear_weight.shape)} requires batched input, "
+                           f"(N, {in_features}), got {tuple(input.shape)}")
+    logits_shape = (*input.shape[:-1], num_classes, *out_features)
+    if tuple(target.shape) == logits_shape and ignore_index is not None:
+        raise RuntimeError("ignore_index cannot be specified when target contains "
+                           "probabilities")
+    if options is not None:
+        warnings.warn("cysoftmax.torch.linear_cross_entropy: options ignored; the logits "
+                      "are computed in full (no chunking)", stacklevel=2)
+    if out_features:
+        flat = math.prod(out_features) * num_classes
+        linear_weight = linear_weight.reshape(flat, in_features)
+        if linear_bias is not None:
+            linear_bias = linear_bias.reshape(flat)
+    logits = F.linear(input, linear_weight, linear_bias).reshape(logits_shape)
+    return cross_entropy(logits, target, weight=weight,
+                         ignore_index=-100 if ignore_index is None else ignore_index,
+                         reduction=reduction, label_smoothing=label_smoothing,
+                         num_threads=num_threads)
+
+
+class LinearCrossEntropyLoss(torch.nn.Module):
+    """A linear layer followed by the cross-entropy loss, as ``torch.nn.LinearCrossEntropyLoss``.
+
+    Same constructor, parameters (``linear.weight``, ``linear.bias``, stored flat) and
+    buffer (``weight``) as PyTorch's module, so their state dicts are interchangeable;
+    the loss is :func:`linear_cross_entropy` (unfused: the logits are materialized).
+
+    Parameters
+    ----------
+    in_features : int
+    num_classes : int
+    out_features : tuple of int, default ()
+        ``(d1, ..., dk)`` for a K-dimensional loss.
+    bias : bool, default False
+    device, dtype : optional
+        Of the linear layer's parameters.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    weight : Tensor, shape (num_classes,), optional
+    ignore_index : int, optional
+    label_smoothing : float in [0, 1], default 0.0
+    options : LinearCrossEntropyOptions, optional
+        Not used (a warning says so at each call).
+    num_threads : int, optional
+        Threads of the kernel; None uses ``torch.get_num_threads()``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from cysoftmax.torch import LinearCrossEntropyLoss
+    >>> loss_fn = LinearCrossEntropyLoss(3, 4, bias=True)
+    >>> loss_fn(torch.randn(5, 3), torch.tensor([0, 1, 2, 3, 0])).shape
+    torch.Size([])
+    """
+
+    weight: Optional[Tensor]
+
+    def __init__(self, in_features: int, num_classes: int, *,
+                 out_features: Tuple[int, ...] = (), bias: bool = False, device: Any = None,
+                 dtype: Any = None, reduction: str = "mean", weight: Optional[Tensor] = None,
+                 ignore_index: Optional[int] = None, label_smoothing: float = 0.0,
+                 options: Any = None, num_threads: Optional[int] = None) -> None:
+        super().__init__()
+        if weight is not None and tuple(weight.shape) != (num_classes,):
+            raise RuntimeError(f"expected weight shape to be {(num_classes,)}, "
+                               f"got {tuple(weight.shape)}")
+        if label_smoothing < 0 or label_smoothing > 1.0:
+            raise RuntimeError("expected label_smoothing to be in range [0, 1], got "
+                               f"{label_smoothing}")
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.register_buffer("weight", weight)
+        self.reduction = reduction
+        self.num_classes = num_classes
+        self.out_features = tuple(out_features)
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        self.linear = torch.nn.Linear(in_features, math.prod(self.out_features) * num_classes,
+                                      bias=bias, device=device, dtype=dtype)
+        self.options = options
+        self.num_threads = num_threads
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        """The loss of ``linear(input)`` against `target`."""
+        linear_weight = self.linear.weight.reshape(
+            (self.num_classes, *self.out_features, self.linear.in_features))
+        bias = self.linear.bias
+        linear_bias = (None if bias is None
+                       else bias.reshape((self.num_classes, *self.out_features)))
+        return linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias,
+                                    weight=self.weight, reduction=self.reduction,
+                                    ignore_index=self.ignore_index,
+                                    label_smoothing=self.label_smoothing,
+                                    options=self.options, num_threads=self.num_threads)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.linear.in_features}, num_classes={self.num_classes}, "
+                f"out_features={self.out_features}, bias={self.linear.bias is not None}, "
+                f"reduction={self.reduction!r}, ignore_index={self.ignore_index}, "
                 f"label_smoothing={self.label_smoothing}")

@@ -289,3 +289,64 @@ def test_training_converges_like_torch():
     np.testing.assert_allclose(mine, ref, rtol=1e-3)
     accuracy = (models[0](X).argmax(1) == y).float().mean().item()
     assert accuracy > 0.8
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("out_features", [(), (3,), (2, 3)], ids=str)
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+def test_linear_cross_entropy_matches_torch(bias, out_features, reduction):
+    """Loss and the gradients of input, linear_weight and linear_bias within 1e-12 of
+    F.linear_cross_entropy (its reference path) in float64."""
+    g = torch.Generator().manual_seed(11)
+    N, D, C = 9, 6, 5
+    x = torch.randn(N, D, generator=g, dtype=torch.float64)
+    lw = torch.randn(C, *out_features, D, generator=g, dtype=torch.float64)
+    lb = torch.randn(C, *out_features, generator=g, dtype=torch.float64) if bias else None
+    t = torch.randint(0, C, (N, *out_features), generator=g)
+    t.view(-1)[::4] = 1
+    kw = dict(weight=torch.rand(C, generator=g, dtype=torch.float64) + 0.2, ignore_index=1,
+              label_smoothing=0.2, reduction=reduction)
+    results = []
+    for fn in (ct.linear_cross_entropy, F.linear_cross_entropy):
+        leaves = [a.clone().requires_grad_() for a in (x, lw) + ((lb,) if bias else ())]
+        loss = fn(leaves[0], leaves[1], t, linear_bias=leaves[2] if bias else None, **kw)
+        grads = torch.autograd.grad(loss, leaves, torch.linspace(-1, 2, loss.numel(),
+                                                                 dtype=torch.float64
+                                                                 ).reshape(loss.shape))
+        results.append((loss.detach(), grads))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=1e-14)
+    for mine, ref in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(mine, ref, rtol=1e-12, atol=1e-13)
+
+
+def test_linear_cross_entropy_unbatched_options_and_errors():
+    x, lw, t = torch.randn(4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64), \
+        torch.tensor(2)
+    torch.testing.assert_close(ct.linear_cross_entropy(x, lw, t),
+                               F.linear_cross_entropy(x, lw, t), rtol=1e-12, atol=0)
+    with pytest.warns(UserWarning, match="options"):
+        ct.linear_cross_entropy(x, lw, t, options=object())
+    with pytest.raises(RuntimeError, match="in_features"):
+        ct.linear_cross_entropy(x, torch.randn(3, 5, dtype=torch.float64), t)
+    with pytest.raises(RuntimeError, match="batched"):
+        ct.linear_cross_entropy(x, torch.randn(3, 2, 4, dtype=torch.float64), t)
+    with pytest.raises(RuntimeError, match="linear_bias"):
+        ct.linear_cross_entropy(x, lw, t, linear_bias=torch.zeros(4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("out_features", [(), (2,)], ids=str)
+def test_linear_module_matches_torch_module(out_features):
+    kw = dict(out_features=out_features, bias=True, dtype=torch.float64,
+              weight=torch.tensor([1.0, 2.0, 0.5, 1.5], dtype=torch.float64),
+              ignore_index=0, label_smoothing=0.1, reduction="sum")
+    torch.manual_seed(0)
+    ref = torch.nn.LinearCrossEntropyLoss(3, 4, **kw)
+    mine = ct.LinearCrossEntropyLoss(3, 4, **kw)
+    mine.load_state_dict(ref.state_dict())  # the same parameter and buffer names
+    x = torch.randn(6, 3, dtype=torch.float64)
+    t = torch.randint(0, 4, (6, *out_features))
+    torch.testing.assert_close(mine(x, t), ref(x, t), rtol=1e-12, atol=0)
+    mine(x, t).backward()
+    ref(x, t).backward()
+    torch.testing.assert_close(mine.linear.weight.grad, ref.linear.weight.grad,
+                               rtol=1e-12, atol=1e-14)
