@@ -34,7 +34,8 @@ Devices, dtypes and targets
 - Floating-point targets (class probabilities) are not class indices:
   ``torch.nn.functional.cross_entropy`` is called.  Class-index targets may be of any
   integer dtype (PyTorch itself requires int64).
-- `weight` gets no gradient (as with PyTorch's ``nll_loss``).
+- `weight` is not differentiable: one that requires a gradient raises a
+  ``RuntimeError``, as in PyTorch (``nll_loss``).
 - Second (and higher) derivatives with respect to `input` are supported: the backward
   operator ``cysoftmax::cross_entropy_backward`` has its own autograd formula, the
   Hessian ``s_i (diag P - P P^T)`` of each row applied to the incoming gradient (``P``
@@ -204,7 +205,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
         Class index of each sample, in ``[0, C)`` or equal to `ignore_index`.  A floating
         target (class probabilities) is handed to ``torch.nn.functional.cross_entropy``.
     weight : Tensor, shape (C,), optional
-        Class weights (no gradient is computed for them).
+        Class weights (not differentiable; one requiring a gradient is an error).
     size_average, reduce : None
         PyTorch's deprecated arguments; anything but None raises a ``ValueError``.
     ignore_index : int, default -100
@@ -230,6 +231,8 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
         checks (`label_smoothing` outside [0, 1], a weight of the wrong length).
     IndexError
         A target outside ``[0, C)`` that is not `ignore_index`.
+    RuntimeError
+        A `weight` that requires a gradient (as ``F.cross_entropy``).
 
     Examples
     --------
@@ -257,6 +260,9 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     if tuple(target.shape) != expected:
         raise ValueError(f"target has shape {tuple(target.shape)}, expected {expected} "
                          f"for input of shape {tuple(input.shape)}")
+    if weight is not None and weight.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError("cysoftmax.torch.cross_entropy is not differentiable with respect "
+                           "to weight (as PyTorch's nll_loss): pass weight.detach()")
     dtype = input.dtype
     if dtype in _HALF:
         input = input.float()

@@ -222,6 +222,8 @@ def test_errors():
         ct.cross_entropy(x, t, num_threads=0)
     with pytest.raises(ValueError):
         ct.cross_entropy(x, t, label_smoothing=1.5)
+    with pytest.raises(RuntimeError, match="weight"):  # as F.cross_entropy
+        ct.cross_entropy(x, t, weight=torch.ones(3, requires_grad=True))
 
 
 def test_module_matches_torch_module():
