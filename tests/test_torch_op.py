@@ -152,10 +152,15 @@ def test_2d_input_and_gradient_are_not_copied(monkeypatch):
 
     monkeypatch.setattr(ct, "softmax_cross_entropy", spy)
     x = torch.randn(16, 5, requires_grad=True)
-    loss, grad = torch.ops.cysoftmax.cross_entropy(x, torch.zeros(16, dtype=torch.long), None,
-                                                   -100, "mean", 0.0, 1)
+    t = torch.zeros(16, dtype=torch.long)
+    loss, grad = torch.ops.cysoftmax.cross_entropy(x, t, None, -100, "mean", 0.0, 1)
     assert seen["scores"].__array_interface__["data"][0] == x.data_ptr()
     assert seen["out"].__array_interface__["data"][0] == grad.data_ptr()
+    ct.cross_entropy(x, t).backward()  # through the wrapper
+    assert seen["scores"].__array_interface__["data"][0] == x.data_ptr()
+    for dtype in (torch.float64, torch.float16):  # N-D and half precision: a copy
+        ct.cross_entropy(torch.randn(4, 5, 3).to(dtype), torch.zeros(4, 3, dtype=torch.long))
+        assert seen["scores"].flags.c_contiguous and seen["scores"].shape == (12, 5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -190,6 +195,17 @@ def test_other_devices_and_probability_targets_use_torch():
     torch.testing.assert_close(ct.cross_entropy(x, probs, label_smoothing=0.1),
                                F.cross_entropy(x, probs, label_smoothing=0.1),
                                rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_uses_torch():
+    x, t, kw = _case((8, 5), seed=10, **OPTIONS["all"])
+    x, t, kw["weight"] = x.cuda(), t.cuda(), kw["weight"].cuda()
+    loss, grad = _loss_and_grad(ct.cross_entropy, x, t, **kw)
+    ref_loss, ref_grad = _loss_and_grad(F.cross_entropy, x, t, **kw)
+    assert loss.device.type == grad.device.type == "cuda"
+    torch.testing.assert_close(loss, ref_loss, rtol=0, atol=0)
+    torch.testing.assert_close(grad, ref_grad, rtol=0, atol=0)
 
 
 def test_all_ignored_mean_is_nan_as_in_torch():
