@@ -27,8 +27,8 @@ Devices, dtypes and targets
   instead, with the same arguments.
 - float16 and bfloat16 CPU input: computed in float32 (the input, and `weight`, are cast
   to float32); the loss is cast back to the input's dtype, and so is the gradient (by
-  the autograd of the cast).  The result is thus at least as accurate as PyTorch's own
-  half-precision computation, but not bitwise equal to it.
+  the autograd of the cast).  Each is a float32 result rounded once, so it may differ
+  from PyTorch's own half-precision result in the last bit.
 - Other input dtypes (integers, complex): ``torch.nn.functional.cross_entropy`` is
   called, which raises its own error.
 - Floating-point targets (class probabilities) are not class indices:
