@@ -53,3 +53,22 @@ def test_public_api_type_checks(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path,
                           env=_mypy_env(pkg_dir))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_torch_front_end_type_checks(tmp_path):
+    """User code of cysoftmax.torch, and the module itself, type-check against torch's
+    own annotations."""
+    pytest.importorskip("mypy")
+    pytest.importorskip("torch")
+    user = tmp_path / "user_torch.py"
+    user.write_text(
+        "import torch\nfrom cysoftmax.torch import CrossEntropyLoss, cross_entropy\n"
+        "x = torch.zeros(2, 3, requires_grad=True)\n"
+        "loss: torch.Tensor = cross_entropy(x, torch.tensor([0, 1]), label_smoothing=0.1)\n"
+        "total: torch.Tensor = CrossEntropyLoss(reduction='sum')(x, torch.tensor([0, 1]))\n"
+    )
+    pkg_dir = os.path.dirname(os.path.dirname(cysoftmax.__file__))
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict-optional", str(user)],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env=_mypy_env(pkg_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
