@@ -1,10 +1,16 @@
 """Shared fixtures: every SIMD target this CPU runs, both precisions, seeded generators."""
 
-import numpy as np
-import pytest
+import os
 
-import cysoftmax
-from cysoftmax import _kernels
+# scikit-learn's check_estimator runs its array-API check only when SciPy is in array-API
+# mode, which SciPy reads once, at import: set it before any test imports SciPy.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import cysoftmax  # noqa: E402
+from cysoftmax import _kernels  # noqa: E402
 
 
 @pytest.fixture(params=_kernels.supported_targets())
