@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import cysoftmax
+import fuzz_api
 import reference
 
 TOL = reference.REFERENCE_TOL
@@ -80,14 +81,10 @@ def test_weight_sharing_memory_with_out(n_classes, smoothing, kind):
 
 
 def test_the_weight_reproducer_value():
-    C, N = 4, 64
-    rng = np.random.default_rng(0)
-    s = rng.normal(size=(N, C))
-    y = rng.integers(0, C, N)
-    out = np.zeros((N, C))
-    out.reshape(-1)[:C] = 1.0
-    loss = cysoftmax.softmax_cross_entropy(s, y, weight=memoryview(out.reshape(-1)[:C]),
-                                           out=out, reduction="sum")[0]
+    """The issue's reproducer, as the fuzzer's known case builds it."""
+    args = fuzz_api.KNOWN["weight-memoryview-of-out"]().args
+    s, y = args["scores"].copy(), args["labels"].copy()
+    loss = cysoftmax.softmax_cross_entropy(**args)[0]
     assert loss == pytest.approx(reference.cross_entropy(s, y, reduction="sum")[0], rel=1e-13)
     assert loss == pytest.approx(112.82, abs=0.005)
 

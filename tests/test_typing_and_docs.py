@@ -42,12 +42,16 @@ def _mypy_env(pkg_dir):
 
 def test_public_api_type_checks(tmp_path):
     pytest.importorskip("mypy")
-    user = tmp_path / "user.py"
-    user.write_text(
+    _assert_type_checks(tmp_path, "user.py", (
         "import numpy as np\nimport cysoftmax\n"
         "loss, grad = cysoftmax.softmax_cross_entropy(np.zeros((2, 3)), [0, 1])\n"
-        "p: np.ndarray = cysoftmax.softmax(np.zeros(3))\n"
-    )
+        "p: np.ndarray = cysoftmax.softmax(np.zeros(3))\n"))
+
+
+def _assert_type_checks(tmp_path, name, source):
+    """mypy accepts user code ``source`` against the installed package."""
+    user = tmp_path / name
+    user.write_text(source)
     pkg_dir = os.path.dirname(os.path.dirname(cysoftmax.__file__))
     proc = subprocess.run([sys.executable, "-m", "mypy", "--strict-optional", str(user)],
                           capture_output=True, text=True, cwd=tmp_path,
@@ -60,15 +64,8 @@ def test_torch_front_end_type_checks(tmp_path):
     own annotations."""
     pytest.importorskip("mypy")
     pytest.importorskip("torch")
-    user = tmp_path / "user_torch.py"
-    user.write_text(
+    _assert_type_checks(tmp_path, "user_torch.py", (
         "import torch\nfrom cysoftmax.torch import CrossEntropyLoss, cross_entropy\n"
         "x = torch.zeros(2, 3, requires_grad=True)\n"
         "loss: torch.Tensor = cross_entropy(x, torch.tensor([0, 1]), label_smoothing=0.1)\n"
-        "total: torch.Tensor = CrossEntropyLoss(reduction='sum')(x, torch.tensor([0, 1]))\n"
-    )
-    pkg_dir = os.path.dirname(os.path.dirname(cysoftmax.__file__))
-    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict-optional", str(user)],
-                          capture_output=True, text=True, cwd=tmp_path,
-                          env=_mypy_env(pkg_dir))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+        "total: torch.Tensor = CrossEntropyLoss(reduction='sum')(x, torch.tensor([0, 1]))\n"))
