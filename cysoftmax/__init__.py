@@ -27,6 +27,12 @@ import sys
 from . import _openmp_env
 
 
+def _has_build(directory):
+    """Whether ``directory`` holds a compiled ``_kernels`` module."""
+    return any(os.path.exists(os.path.join(directory, "_kernels" + suffix))
+               for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+
+
 def _import_kernels():
     """The compiled module.  A source tree without its build (the repository's root is
     the current directory, so ``import cysoftmax`` finds the sources before the
@@ -35,12 +41,11 @@ def _import_kernels():
         return importlib.import_module(__name__ + "._kernels")
     except ImportError as exc:
         here = os.path.dirname(os.path.abspath(__file__))
+        if _has_build(here):  # built here but not importable: that error is the news
+            raise
         for entry in sys.path:
             candidate = os.path.join(os.path.abspath(entry or "."), __name__)
-            if candidate == here or not os.path.isdir(candidate):
-                continue
-            if any(os.path.exists(os.path.join(candidate, "_kernels" + suffix))
-                   for suffix in importlib.machinery.EXTENSION_SUFFIXES):
+            if candidate != here and os.path.isdir(candidate) and _has_build(candidate):
                 __path__.append(candidate)
                 return importlib.import_module(__name__ + "._kernels")
         raise ImportError(

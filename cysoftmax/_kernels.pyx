@@ -231,7 +231,7 @@ cdef dict _REDUCTIONS = {"none": CYSM_REDUCTION_NONE, "mean": CYSM_REDUCTION_MEA
 
 
 cdef int _parse_reduction(object reduction) except -1:
-    code = _REDUCTIONS.get(reduction) if type(reduction) is str or isinstance(reduction, str) else None
+    code = _REDUCTIONS.get(reduction) if isinstance(reduction, str) else None
     if code is None:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     return code

@@ -5,9 +5,9 @@ On a machine where another process keeps a core busy, a spinning thread loses it
 core to that process, and the next region cannot end before the scheduler gives the
 core back (a time slice, milliseconds): a call that takes 100 us on one thread then
 took 10 ms on two.  A sleeping thread is woken at once when work arrives, so the
-kernels ask for ``OMP_WAIT_POLICY=passive``: on an idle 2-core Xeon the per-call
-time stays the same (4096x10 float32: 63 us spinning, 62 us passive), and with a
-busy process on one of the two cores it is 96 us against 114 us on one thread.
+kernels ask for ``OMP_WAIT_POLICY=passive``.  On a Xeon restricted to two CPUs,
+4096x10 float32 with two threads: idle, 63 us spinning and 62 us passive; with a busy
+process on one of the two CPUs, 10 ms spinning and 96 us passive (one thread: 90-114 us).
 
 The runtime reads the setting once, when it is loaded, so it is set only around
 the import of the compiled module and only if neither ``OMP_WAIT_POLICY`` nor

@@ -18,11 +18,11 @@
  *   log s = log1p(n_max - 1 + t)  so a row whose loss is 1e-30 keeps its digits
  *   L   = (1 - eps) w_y (m - f_y + log s) + eps/C (W log s - sum_c w_c (f_c - m))
  *   dL/df_k = grad_scale * (e_k / s * ((1 - eps) w_y + eps/C W) - eps/C w_k)
- *   (W = sum_c w_c enters only as eps/C W, args->smooth_weight, which the caller
- *   forms without overflow; the differences f_c - m of the smoothing sum are taken
- *   in double, so float32 scores of opposite signs near FLT_MAX stay finite)
  *              for k != y; the k = y entry uses P_y - 1 = -(s - e_y)/s, with
  *              s - e_y formed from n_max and t, so it does not cancel.
+ *   W = sum_c w_c enters only as eps/C W (smooth_weight, formed without overflow by
+ *   cysm_sce_coefficients); the differences f_c - m of the smoothing sum are taken in
+ *   double, so float32 scores of opposite signs near FLT_MAX stay finite.
  *
  * exp(f - m): f - m is taken exactly as a double-word (TwoSum), the argument is
  * reduced by Cody-Waite to r in [-ln2/2, ln2/2] with the low word added back,
@@ -108,24 +108,18 @@ static inline void FN(widen)(VREAL x, VACC *lo, VACC *hi)
 #endif
 }
 
-/* acc += x * w for one weight w, in double (float32 lanes widened in two halves). */
-static inline void FN(acc_add_scaled)(VACC *lo, VACC *hi, VREAL x, double w)
+/* acc += x, in double (float32 lanes are widened in two halves). */
+static inline void FN(acc_add)(VACC *lo, VACC *hi, VREAL x)
 {
 #if CYSM_F64
     (void)hi;
-    *lo += x * w;
+    *lo += x;
 #else
     VACC a, b;
     FN(widen)(x, &a, &b);
-    *lo += a * w;
-    *hi += b * w;
+    *lo += a;
+    *hi += b;
 #endif
-}
-
-/* acc += x, in double (float32 lanes are widened in two halves); x * 1.0 is x. */
-static inline void FN(acc_add)(VACC *lo, VACC *hi, VREAL x)
-{
-    FN(acc_add_scaled)(lo, hi, x, 1.0);
 }
 
 /* The smoothing sum: acc += w * (f - m) in double, w_lo/w_hi the weights of the
