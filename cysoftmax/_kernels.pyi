@@ -29,8 +29,13 @@ def softmax_cross_entropy(
     weight: Any,
     ignore_index: Any,
     label_smoothing: Any,
+    z_loss: Any,
+    softcap: Any,
+    return_z_loss: Any,
+    return_lse: Any,
     out: Any,
     num_threads: Any,
     with_grad: bool,
-) -> Tuple[_Loss, Optional[NDArray[np.floating[Any]]]]: ...
+) -> Tuple[_Loss, Optional[NDArray[np.floating[Any]]], Optional[_Loss],
+           Optional[NDArray[np.floating[Any]]]]: ...
 def softmax(scores: Any, out: Any, num_threads: Any, log_space: bool) -> NDArray[np.floating[Any]]: ...

@@ -60,16 +60,28 @@ cdef extern from "src/cysm_kernels.h" nogil:
         const void *scores
         void *grad
         const int64_t *labels
+        const void *targets
         Py_ssize_t n_classes
         int64_t ignore_index
         const double *weight
         double smoothing
+        double z_loss
+        double softcap
+        double *row_z
+        double *row_lse
         double grad_scale
+        double z_grad
         double smooth_weight
         const void *grad_offset
 
+    ctypedef struct cysm_sce_sums:
+        double ce
+        double z
+        Py_ssize_t bad_row
+        int no_memory
+
     ctypedef void (*cysm_sce_fn)(const cysm_sce_args *, Py_ssize_t, Py_ssize_t, double *,
-                                 double *) noexcept nogil
+                                 cysm_sce_sums *) noexcept nogil
     ctypedef void (*cysm_softmax_fn)(const void *, void *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                      int) noexcept nogil
 
@@ -81,7 +93,7 @@ cdef extern from "src/cysm_kernels.h" nogil:
         cysm_softmax_fn softmax[2]
 
     void cysm_sce_coefficients(cysm_sce_args *a, int is_f64, int reduction, double denominator,
-                               void *offset_buf)
+                               double z_denominator, void *offset_buf)
     int cysm_n_targets()
     const cysm_kernel_table *cysm_target(int i)
     int cysm_openmp_enabled()
@@ -224,6 +236,8 @@ cdef struct Options:
     int reduction          # CYSM_REDUCTION_*
     int64_t ignore_index
     double smoothing       # in [0, 1]
+    double z_loss          # >= 0, finite
+    double softcap         # > 0 and finite, or 0 for none
     int num_threads        # >= 1, before the cap at the usable CPUs
 
 cdef dict _REDUCTIONS = {"none": CYSM_REDUCTION_NONE, "mean": CYSM_REDUCTION_MEAN,
@@ -274,6 +288,39 @@ cdef double _parse_smoothing(object label_smoothing) except? -1:
     if not 0.0 <= eps <= 1.0:  # (NaN too)
         raise ValueError(f"label_smoothing must be in [0, 1], got {original!r}")
     return eps
+
+
+cdef double _parse_nonnegative(object value, str name, bint positive) except? -1:
+    """A finite real number >= 0 (> 0 when positive), as a double."""
+    cdef double x
+    original = value
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]  # a 0-d array: its scalar
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"{name} must be a real number, got {original!r}")
+    try:
+        x = float(value)
+    except OverflowError:
+        x = float("inf")
+    if not (isfinite(x) and (x > 0 if positive else x >= 0)):  # (NaN too)
+        raise ValueError(
+            f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {original!r}")
+    return x
+
+
+cdef double _parse_softcap(object softcap) except? -1:
+    """None (0: no cap) or a finite c > 0."""
+    if softcap is None:
+        return 0.0
+    return _parse_nonnegative(softcap, "softcap", True)
+
+
+cdef bint _parse_flag(object value, str name) except? -1:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 cdef int _parse_num_threads(object num_threads) except -1:
@@ -371,7 +418,7 @@ cdef inline int _threads_for(Py_ssize_t n_blocks, Py_ssize_t n_elems, int num_th
 
 cdef inline void _sce_block(cysm_sce_fn kernel, const cysm_sce_args *args, Py_ssize_t block,
                             Py_ssize_t rows_per_block, Py_ssize_t n_rows, double *row_loss,
-                            double *partials) noexcept nogil:
+                            cysm_sce_sums *partials) noexcept nogil:
     cdef Py_ssize_t r0 = block * rows_per_block
     cdef Py_ssize_t r1 = min(r0 + rows_per_block, n_rows)
     kernel(args, r0, r1, row_loss, &partials[block])
@@ -387,17 +434,27 @@ cdef enum SceStatus:
     SCE_BAD_LABEL = 1
     SCE_NO_MEMORY = 2
     SCE_BAD_WEIGHT = 3
+    SCE_BAD_TARGET = 4
 
 
-cdef SceStatus _sce_raw(bint is_f64, const void *scores, void *grad, Py_ssize_t n_rows,
-                        Py_ssize_t n_classes, const int64_t *labels, const double *weight,
-                        const Options *opt, double *row_loss, double *total_out,
-                        double *denominator_out, Py_ssize_t *bad_out,
-                        int64_t *bad_value_out) noexcept nogil:
+cdef struct SceTotals:
+    double ce              # sum of the rows' cross-entropy parts (block order)
+    double z               # sum of the rows' z-loss parts
+    double denominator     # "mean" denominator of the cross-entropy part
+    double z_denominator   # ... and of the z-loss part: the rows counted
+    Py_ssize_t bad         # row of a bad label or target
+    int64_t bad_value      # that label
+
+
+cdef SceStatus _sce_raw(bint is_f64, const void *scores, void *grad, const void *targets,
+                        Py_ssize_t n_rows, Py_ssize_t n_classes, const int64_t *labels,
+                        const double *weight, const Options *opt, double *row_loss,
+                        double *row_z, double *row_lse, SceTotals *totals) noexcept nogil:
     """Loss (+ gradient) of a C-contiguous (n_rows, n_classes) batch.
 
-    Fills *total_out (sum of the row losses, in block order), *denominator_out (the
-    "mean" denominator) and row_loss[i] when row_loss is not NULL.
+    Fills *totals, and row_loss[i], row_z[i], row_lse[i] where they are not NULL.
+    `targets` (probability targets, the scores' shape) or `labels` (class indices)
+    is NULL.
 
     Memory safety: the kernels index the scores, the gradient and the weights with
     the labels, and read labels and weights after they have begun writing the
@@ -405,33 +462,39 @@ cdef SceStatus _sce_raw(bint is_f64, const void *scores, void *grad, Py_ssize_t 
     gradient, and another thread may change them while this runs.  So both are first
     copied into one buffer owned by this call, and only the copies are checked and
     read: a label is range-checked in the very memory the kernels index with.
+    Probability targets are only read as values, like the scores (the caller has
+    made sure they do not overlap the gradient); the kernels check each as they read it.
     """
     cdef Py_ssize_t i, block, n_blocks, rows_per_block
     cdef int64_t y
-    cdef double denominator = 0.0, total = 0.0
+    cdef double denominator = 0.0, counted = 0.0
     cdef cysm_sce_args args
     cdef cysm_sce_fn kernel = _table.sce[1 if is_f64 else 0]
     cdef char *owned
-    cdef size_t owned_bytes
+    cdef size_t owned_bytes, head_bytes
     cdef double stack_buffer[_STACK_ITEMS]
-    cdef double *partials
+    cdef cysm_sce_sums *partials
     cdef int n_threads
 
-    total_out[0] = 0.0
-    denominator_out[0] = 0.0
+    totals.ce = totals.z = totals.denominator = totals.z_denominator = 0.0
+    totals.bad = -1
+    totals.bad_value = 0
     if n_rows == 0:
         return SCE_OK
     rows_per_block = _rows_per_block(n_classes)
     n_blocks = (n_rows + rows_per_block - 1) // rows_per_block
-    # one buffer of 8-byte items: labels, weights, smoothing offsets, block sums (on the
+    # one buffer: labels, weights, smoothing offsets (8-byte items), block sums (on the
     # stack for small problems, where a malloc is a noticeable part of the call)
-    owned_bytes = (n_rows + 2 * n_classes + n_blocks) * 8
+    head_bytes = (n_rows + 2 * n_classes) * 8
+    owned_bytes = head_bytes + n_blocks * sizeof(cysm_sce_sums)
     owned = <char *>stack_buffer if owned_bytes <= sizeof(stack_buffer) else <char *>malloc(owned_bytes)
     if owned == NULL:
         return SCE_NO_MEMORY
-    partials = <double *>(owned + (n_rows + 2 * n_classes) * 8)
-    args.labels = <int64_t *>owned
-    memcpy(owned, labels, n_rows * 8)
+    partials = <cysm_sce_sums *>(owned + head_bytes)
+    args.labels = NULL
+    if labels != NULL:
+        args.labels = <int64_t *>owned
+        memcpy(owned, labels, n_rows * 8)
     args.weight = NULL
     if weight != NULL:
         args.weight = <double *>(owned + n_rows * 8)
@@ -441,25 +504,35 @@ cdef SceStatus _sce_raw(bint is_f64, const void *scores, void *grad, Py_ssize_t 
                 _release(owned, stack_buffer)
                 return SCE_BAD_WEIGHT
 
-    # labels: range check and the "mean" denominator, in row order, on the copies
-    for i in range(n_rows):
-        y = args.labels[i]
-        if y == opt.ignore_index:
-            continue
-        if y < 0 or y >= n_classes:
-            bad_out[0] = i
-            bad_value_out[0] = y
-            _release(owned, stack_buffer)
-            return SCE_BAD_LABEL
-        denominator += args.weight[y] if args.weight != NULL else 1.0
-    denominator_out[0] = denominator
+    if labels != NULL:
+        # labels: range check and the "mean" denominators, in row order, on the copies
+        for i in range(n_rows):
+            y = args.labels[i]
+            if y == opt.ignore_index:
+                continue
+            if y < 0 or y >= n_classes:
+                totals.bad = i
+                totals.bad_value = y
+                _release(owned, stack_buffer)
+                return SCE_BAD_LABEL
+            denominator += args.weight[y] if args.weight != NULL else 1.0
+            counted += 1.0
+    else:  # probability targets: every row counts once (PyTorch's "mean")
+        denominator = counted = <double>n_rows
+    totals.denominator = denominator
+    totals.z_denominator = counted
 
     args.scores = scores
     args.grad = grad
+    args.targets = targets
     args.n_classes = n_classes
     args.ignore_index = opt.ignore_index
     args.smoothing = opt.smoothing
-    cysm_sce_coefficients(&args, is_f64, opt.reduction, denominator,
+    args.z_loss = opt.z_loss
+    args.softcap = opt.softcap
+    args.row_z = row_z
+    args.row_lse = row_lse
+    cysm_sce_coefficients(&args, is_f64, opt.reduction, denominator, counted,
                           owned + (n_rows + n_classes) * 8)
 
     n_threads = _threads_for(n_blocks, n_rows * n_classes, opt.num_threads)
@@ -470,9 +543,16 @@ cdef SceStatus _sce_raw(bint is_f64, const void *scores, void *grad, Py_ssize_t 
         for block in range(n_blocks):
             _sce_block(kernel, &args, block, rows_per_block, n_rows, row_loss, partials)
     for block in range(n_blocks):
-        total += partials[block]
+        if partials[block].no_memory:
+            _release(owned, stack_buffer)
+            return SCE_NO_MEMORY
+        if partials[block].bad_row >= 0:
+            totals.bad = partials[block].bad_row
+            _release(owned, stack_buffer)
+            return SCE_BAD_TARGET
+        totals.ce += partials[block].ce
+        totals.z += partials[block].z
     _release(owned, stack_buffer)
-    total_out[0] = total
     return SCE_OK
 
 
@@ -498,44 +578,60 @@ cdef object _losses_as_float32(cnp.ndarray values):
     return out
 
 
-cdef object _finish_loss(double total, double denominator, int reduction, object row_loss,
-                         bint is_f64):
-    """The loss returned to the caller, in the dtype of the scores: the per-row losses
-    (``row_loss``, float64), their sum, or the mean.  The mean is NaN when the
-    denominator (the summed weight of the rows) is 0: every row ignored, an empty batch
-    or weights of 0 on every target (the kernels then make the gradient of the
-    non-ignored rows NaN too, as PyTorch does)."""
-    if reduction == CYSM_REDUCTION_NONE:
-        return row_loss if is_f64 else _losses_as_float32(row_loss)
-    if reduction == CYSM_REDUCTION_MEAN:
-        total = total / denominator if denominator != 0 else NAN
-    return _scalar(total, is_f64)
+cdef object _per_row(object values, bint is_f64, cnp.ndarray s):
+    """Per-row float64 results in the scores' dtype and batch shape."""
+    if not is_f64:
+        values = _losses_as_float32(values)
+    if cnp.PyArray_NDIM(s) != 2:
+        values = values.reshape(_batch_shape(s))
+    return values
+
+
+cdef inline double _mean(double total, double denominator) noexcept:
+    """total / denominator; NaN for a denominator of 0 (no rows, or no target weight)."""
+    return total / denominator if denominator != 0 else NAN
 
 
 def softmax_cross_entropy(scores, labels, reduction, weight, ignore_index, label_smoothing,
-                          out, num_threads, bint with_grad):
-    """(loss, grad) of ``cysoftmax.softmax_cross_entropy``; grad is None unless with_grad.
+                          z_loss, softcap, return_z_loss, return_lse, out, num_threads,
+                          bint with_grad):
+    """(loss, grad, z, lse) of ``cysoftmax.softmax_cross_entropy``: grad is None unless
+    with_grad, z (the z-loss part) and lse (per row) are None unless asked for.
 
     The arguments are those of the public function, unchecked: each is checked here
     (the options) or by ``_validation`` (arrays that are not plain already), in the
-    order scores, reduction, ignore_index, label_smoothing, num_threads, labels,
-    weight, out.
+    order scores, reduction, ignore_index, label_smoothing, z_loss, softcap,
+    return_z_loss, return_lse, num_threads, labels, weight, out.
+
+    The loss: "sum" adds the rows' losses (cross-entropy plus z-loss), "mean" divides
+    the cross-entropy parts by the summed target weight of the counted rows and the
+    z-loss parts by their number (with probability targets both by the row count),
+    "none" returns each row's loss.
     """
     cdef Options opt
-    cdef cnp.ndarray s, rows, y, w = None, grad = None, grad_rows = None, row_loss = None
-    cdef Py_ssize_t n_rows, n_classes, bad = -1
-    cdef int64_t bad_value = 0
-    cdef double total = 0.0, denominator = 0.0
+    cdef cnp.ndarray s, rows, y = None, t = None, t_rows = None, w = None
+    cdef cnp.ndarray grad = None, grad_rows = None, row_loss = None, row_z = None, row_lse = None
+    cdef Py_ssize_t n_rows, n_classes
+    cdef SceTotals totals
     cdef const double *w_ptr = NULL
+    cdef const int64_t *y_ptr = NULL
+    cdef const void *t_ptr = NULL
     cdef double *row_loss_ptr = NULL
+    cdef double *row_z_ptr = NULL
+    cdef double *row_lse_ptr = NULL
     cdef void *grad_ptr = NULL
     cdef SceStatus status
-    cdef bint is_f64
+    cdef bint is_f64, want_z, want_lse
+    cdef double total, z_total
 
     s = _scores(scores)
     opt.reduction = _parse_reduction(reduction)
     opt.ignore_index = _parse_ignore_index(ignore_index)
     opt.smoothing = _parse_smoothing(label_smoothing)
+    opt.z_loss = _parse_nonnegative(z_loss, "z_loss", False)
+    opt.softcap = _parse_softcap(softcap)
+    want_z = _parse_flag(return_z_loss, "return_z_loss")
+    want_lse = _parse_flag(return_lse, "return_lse")
     opt.num_threads = _parse_num_threads(num_threads)
     is_f64 = cnp.PyArray_TYPE(s) == cnp.NPY_FLOAT64
     n_classes = cnp.PyArray_DIM(s, cnp.PyArray_NDIM(s) - 1)
@@ -546,7 +642,18 @@ def softmax_cross_entropy(scores, labels, reduction, weight, ignore_index, label
             and cnp.PyArray_DIM(<cnp.ndarray>labels, 0) == n_rows):
         y = <cnp.ndarray>labels
     else:
-        y = _validation.as_labels(labels, _batch_shape(s), n_classes, opt.ignore_index)
+        t = _validation.as_targets(labels, s)
+        if t is None:
+            y = _validation.as_labels(labels, _batch_shape(s), n_classes, opt.ignore_index)
+    if y is not None:
+        y_ptr = <const int64_t *>cnp.PyArray_DATA(y)
+    else:
+        if opt.ignore_index != -100:  # (PyTorch refuses it too)
+            raise ValueError(f"ignore_index (here {opt.ignore_index}) is not supported with "
+                             f"probability targets (float labels of the scores' shape); "
+                             f"leave it at -100")
+        t_rows = t if cnp.PyArray_NDIM(t) == 2 else t.reshape(-1, n_classes)
+        t_ptr = cnp.PyArray_DATA(t_rows)
     if weight is not None:
         w = _validation.as_weight(weight, n_classes)
         w_ptr = <const double *>cnp.PyArray_DATA(w)
@@ -555,24 +662,50 @@ def softmax_cross_entropy(scores, labels, reduction, weight, ignore_index, label
         grad_rows = grad if cnp.PyArray_NDIM(grad) == 2 else grad.reshape(-1, n_classes)
         _check_overlap(rows, grad_rows)
         grad_ptr = cnp.PyArray_DATA(grad_rows)
+        if t_ptr != NULL and _ranges_overlap(t_ptr, cnp.PyArray_NBYTES(t_rows), grad_ptr,
+                                             cnp.PyArray_NBYTES(grad_rows)):
+            raise ValueError("out overlaps labels (the probability targets)")
     if opt.reduction == CYSM_REDUCTION_NONE:
         row_loss = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(rows), cnp.NPY_FLOAT64, 0)
         row_loss_ptr = <double *>cnp.PyArray_DATA(row_loss)
+        if want_z:
+            row_z = cnp.PyArray_ZEROS(1, cnp.PyArray_DIMS(rows), cnp.NPY_FLOAT64, 0)
+            row_z_ptr = <double *>cnp.PyArray_DATA(row_z)
+    if want_lse:
+        row_lse = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(rows), cnp.NPY_FLOAT64, 0)
+        row_lse_ptr = <double *>cnp.PyArray_DATA(row_lse)
     with nogil:
-        status = _sce_raw(is_f64, cnp.PyArray_DATA(rows), grad_ptr, n_rows, n_classes,
-                          <const int64_t *>cnp.PyArray_DATA(y), w_ptr, &opt, row_loss_ptr,
-                          &total, &denominator, &bad, &bad_value)
+        status = _sce_raw(is_f64, cnp.PyArray_DATA(rows), grad_ptr, t_ptr, n_rows, n_classes,
+                          y_ptr, w_ptr, &opt, row_loss_ptr, row_z_ptr, row_lse_ptr, &totals)
     if status == SCE_BAD_LABEL:  # (the value the kernels saw, in their copy)
-        _validation.raise_label_range(bad_value, bad, _batch_shape(s), n_classes,
+        _validation.raise_label_range(totals.bad_value, totals.bad, _batch_shape(s), n_classes,
                                       opt.ignore_index)
+    if status == SCE_BAD_TARGET:
+        _validation.raise_bad_targets(t_rows[totals.bad], totals.bad, _batch_shape(s))
     if status == SCE_BAD_WEIGHT:  # changed by another thread after it was checked
         raise ValueError("weight must be finite (and within float64's range)")
     if status == SCE_NO_MEMORY:
         raise MemoryError()
-    loss = _finish_loss(total, denominator, opt.reduction, row_loss, is_f64)
-    if opt.reduction == CYSM_REDUCTION_NONE and cnp.PyArray_NDIM(s) != 2:
-        loss = loss.reshape(_batch_shape(s))
-    return loss, grad
+
+    z = None
+    if opt.reduction == CYSM_REDUCTION_NONE:
+        loss = _per_row(row_loss, is_f64, s)
+        if want_z:
+            z = _per_row(row_z, is_f64, s)
+    else:
+        z_total = totals.z
+        if opt.reduction == CYSM_REDUCTION_MEAN:
+            total = _mean(totals.ce, totals.denominator)
+            if opt.z_loss > 0:
+                z_total = _mean(totals.z, totals.z_denominator)
+                total += z_total
+        else:
+            total = totals.ce + totals.z
+        loss = _scalar(total, is_f64)
+        if want_z:
+            z = _scalar(z_total, is_f64)
+    lse = _per_row(row_lse, is_f64, s) if want_lse else None
+    return loss, grad, z, lse
 
 
 # ------------------------------------------------------ softmax, log_softmax

@@ -4,6 +4,7 @@ Arrays (used by the compiled entries in ``_kernels.pyx`` whenever an argument is
 already a plain array of the right type, and by the models):
 
 * :func:`as_scores`  -- native float32/float64 ndarray, ndim >= 1, C >= 1;
+* :func:`as_targets` -- probability targets (a float array of the scores' shape), or None;
 * :func:`as_labels`  -- flat C-contiguous int64 class indices of a batch shape;
 * :func:`check_label_range` -- the first label that is no class index, as an IndexError;
 * :func:`as_weight`  -- C-contiguous finite float64 class weights;
@@ -129,6 +130,44 @@ def raise_label_range(value: Any, pos: int, batch_shape: Sequence[int], n_classe
     )
 
 
+def as_targets(labels: Any, scores: np.ndarray, name: str = "labels") -> Optional[np.ndarray]:
+    """labels as probability targets, when they are that: a float array of the shape of
+    ``scores``; returned C-contiguous, aligned and in the scores' dtype.  None when they
+    are not (they are then class indices, for :func:`as_labels`).
+
+    A float ndarray must have the scores' precision (TypeError otherwise: no silent
+    rounding of targets); a float sequence is converted to the scores' dtype.  Their
+    values (finite and >= 0) are checked by the compiled kernels as they read them.
+    """
+    if isinstance(labels, np.ndarray):
+        refuse_masked(labels, name, f"pass {name}.filled(0) for probability targets")
+        arr = labels
+    else:
+        try:
+            arr = np.asarray(labels)
+        except (ValueError, TypeError):
+            return None  # as_labels reports it
+    if arr.dtype.kind != "f" or arr.shape != scores.shape:
+        return None
+    if isinstance(labels, np.ndarray) and arr.dtype.itemsize != scores.dtype.itemsize:
+        raise TypeError(
+            f"{name} as probability targets must have the dtype of scores "
+            f"({scores.dtype}), got {arr.dtype}; convert with {name}.astype(scores.dtype)"
+        )
+    return np.require(arr, dtype=scores.dtype, requirements="CA")
+
+
+def raise_bad_targets(row: np.ndarray, pos: int, batch_shape: Sequence[int],
+                      name: str = "labels") -> None:
+    """The ValueError for probability targets at flat row ``pos`` that are not all
+    finite and >= 0 (``row``: that row of targets)."""
+    bad = np.flatnonzero(~(np.isfinite(row) & (row >= 0)))
+    k = int(bad[0]) if bad.size else 0
+    index = [str(int(i)) for i in np.unravel_index(pos, tuple(batch_shape))] + [str(k)]
+    raise ValueError(f"{name} (probability targets) must be finite and >= 0; "
+                     f"{name}[{', '.join(index)}] = {float(row[k])!r}")
+
+
 def as_labels(labels: Any, batch_shape: tuple, n_classes: int, ignore_index: int,
               name: str = "labels") -> np.ndarray:
     """labels as a flat C-contiguous int64 array of a batch of shape batch_shape.
@@ -159,7 +198,9 @@ def as_labels(labels: Any, batch_shape: tuple, n_classes: int, ignore_index: int
         elif kind == "f" and arr.size == 0 and type(labels) is not np.ndarray:
             pass  # an empty Python sequence
         elif kind not in "iu":
-            raise TypeError(f"{name} must be integers (class indices), got dtype {dt}")
+            raise TypeError(f"{name} must be integers (class indices), got dtype {dt}"
+                            + (f" (probability targets are floats of the scores' shape, "
+                               f"{tuple(batch_shape) + (n_classes,)})" if kind == "f" else ""))
         arr = arr.astype(_I64)
     return np.ascontiguousarray(arr).reshape(-1)
 

@@ -79,3 +79,72 @@ def fd4(fun, x, h):
             return fun(y)
         g[i] = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
     return g
+
+
+def cross_entropy_options(f, labels, reduction="mean", weight=None, ignore_index=-100,
+                          label_smoothing=0.0, z_loss=0.0, softcap=None):
+    """The loss options in float64, from their documented formulas (README, "Options").
+
+    Returns (loss, grad, z, lse): z is the z-loss part reduced like the loss, lse the
+    per-row log-sum-exp of the capped scores.  ``labels`` are class indices (shape
+    f.shape[:-1]) or probability targets (a float array of f's shape).
+    """
+    f = np.asarray(f, dtype=np.float64)
+    C = f.shape[-1]
+    f2 = f.reshape(-1, C)
+    n = f2.shape[0]
+    w = np.ones(C) if weight is None else np.asarray(weight, dtype=np.float64)
+    eps = float(label_smoothing)
+    if softcap is not None:  # c tanh(f / c), with -inf kept (a masked class)
+        with np.errstate(invalid="ignore"):
+            th = np.tanh(f2 / softcap)
+        x = np.where(f2 == -np.inf, -np.inf, softcap * th)
+        dcap = np.where(f2 == -np.inf, 0.0, 1.0 - th * th)
+    else:
+        x, dcap = f2, np.ones_like(f2)
+    logp = log_softmax(x)
+    p = np.exp(logp)
+    m = np.max(x, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        lse = np.where(np.isfinite(m), m, 0.0) + np.log(
+            np.sum(np.exp(x - np.where(np.isfinite(m), m, 0.0)[:, None]), axis=1))
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "f":  # probability targets
+        t = labels.reshape(-1, C).astype(np.float64)
+        wt = w[None, :] * ((1 - eps) * t + eps / C)
+        with np.errstate(invalid="ignore"):
+            ce = -np.where(wt != 0, wt * logp, 0.0).sum(axis=1)
+        keep = np.ones(n, dtype=bool)
+        ce_den = z_den = float(n)
+        g_ce = p * wt.sum(axis=1)[:, None] - wt
+    else:
+        y = labels.reshape(-1).astype(np.int64)
+        keep = y != ignore_index
+        ys = np.where(keep, y, 0)
+        wy = np.where(keep, w[ys], 0.0)
+        onehot = np.zeros_like(p)
+        onehot[np.arange(n), ys] = 1.0
+        wt = (1 - eps) * wy[:, None] * onehot + eps / C * w[None, :]
+        with np.errstate(invalid="ignore"):
+            ce = np.where(keep, (1 - eps) * wy * -logp[np.arange(n), ys]
+                          - eps * (logp * (w / C)).sum(axis=1), 0.0)
+        ce_den, z_den = wy.sum(), float(keep.sum())
+        g_ce = p * ((1 - eps) * wy + eps * (w / C).sum())[:, None] - wt
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = np.where(keep, z_loss * lse * lse, 0.0)
+        g_z = 2 * z_loss * lse[:, None] * p
+    if reduction == "mean":
+        s_ce = 1.0 / ce_den if ce_den != 0 else np.nan
+        s_z = 1.0 / z_den if z_den != 0 else np.nan
+    else:
+        s_ce = s_z = 1.0
+    with np.errstate(invalid="ignore"):
+        grad = g_ce * s_ce + (g_z * s_z if z_loss > 0 else 0.0)
+        grad = np.where(keep[:, None], grad * dcap, 0.0)
+    batch = f.shape[:-1]
+    if reduction == "none":
+        return (ce + z).reshape(batch), grad.reshape(f.shape), z.reshape(batch), lse.reshape(batch)
+    if reduction == "sum":
+        return ce.sum() + z.sum(), grad.reshape(f.shape), z.sum(), lse.reshape(batch)
+    zr = z.sum() * s_z if z_loss > 0 else 0.0
+    return ce.sum() * s_ce + zr, grad.reshape(f.shape), zr, lse.reshape(batch)

@@ -170,8 +170,8 @@ def overhead_section(shape: Tuple[int, int], dtypes: Sequence[str], budget: floa
         calls = {
             "softmax_cross_entropy": ours_loop("loss+grad", scores, labels, 1),
             "_kernels.softmax_cross_entropy": loop_of(partial(
-                _kernels.softmax_cross_entropy, scores, labels, "mean", None, -100, 0.0,
-                empty_apart(scores), 1, True)),
+                _kernels.softmax_cross_entropy, scores, labels, "mean", None, -100, 0.0, 0.0,
+                None, False, False, empty_apart(scores), 1, True)),
             one_row_name: ours_loop("loss+grad", scores[:1].copy(), labels[:1].copy(), 1),
         }
         timed = measure_group(calls, budget, repeats)

@@ -9,7 +9,9 @@
  * extension runs on any CPU of its architecture and picks the widest kernels
  * the CPU has at import (see _kernels.pyx).  The build never uses -march=native.
  */
+#include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cysm_exp_poly.h"
@@ -102,7 +104,7 @@ const cysm_kernel_table *cysm_target(int i)
 
 /* ---- the gradient's coefficients -------------------------------------- */
 void cysm_sce_coefficients(cysm_sce_args *a, int is_f64, int reduction, double denominator,
-                           void *offset_buf)
+                           double z_denominator, void *offset_buf)
 {
     const ptrdiff_t C = a->n_classes;
     const double eps = a->smoothing, spread = eps / (double)C;
@@ -115,6 +117,12 @@ void cysm_sce_coefficients(cysm_sce_args *a, int is_f64, int reduction, double d
     a->grad_scale = 1.0;
     if (reduction == CYSM_REDUCTION_MEAN) /* a zero total weight: NaN (as PyTorch) */
         a->grad_scale = denominator != 0 ? 1.0 / denominator : NAN;
+    a->z_grad = 0.0;
+    if (a->z_loss > 0) {
+        a->z_grad = 2.0 * a->z_loss;
+        if (reduction == CYSM_REDUCTION_MEAN)
+            a->z_grad = z_denominator != 0 ? a->z_grad / z_denominator : NAN;
+    }
     a->grad_offset = NULL;
     if (eps > 0 && a->grad) {
         for (ptrdiff_t c = 0; c < C; c++) {

@@ -27,18 +27,29 @@ extern "C" {
 enum { CYSM_REDUCTION_NONE = 0, CYSM_REDUCTION_MEAN = 1, CYSM_REDUCTION_SUM = 2 };
 
 /* Arguments of one softmax cross-entropy call, for either precision (scores,
- * grad and grad_offset hold float or double, as the kernel called):
+ * grad, targets and grad_offset hold float or double, as the kernel called):
  *
  *   scores       (n_rows, n_classes), C-contiguous
  *   grad         (n_rows, n_classes), C-contiguous, or NULL for the loss only;
  *                it may be the same buffer as `scores` (in-place gradient)
  *   labels       (n_rows,), every entry in [0, n_classes) or == ignore_index;
  *                a buffer owned by the call (validated, and never written by
- *                anyone while the kernels run: they index scores and weight with it)
+ *                anyone while the kernels run: they index scores and weight with it);
+ *                NULL with probability targets
+ *   targets      (n_rows, n_classes) probability targets, C-contiguous, or NULL for
+ *                class indices; read as values only (never as indices), checked
+ *                finite and >= 0 by the kernels, and never overlapping grad
  *   weight       (n_classes,) class weights owned by the call, or NULL for all ones
  *   smoothing    label smoothing epsilon in [0, 1]
+ *   z_loss       lambda >= 0 of the z-loss lambda * lse^2 of each non-ignored row
+ *   softcap      c > 0: every score f is replaced by c tanh(f / c) (-inf stays -inf);
+ *                0 for none
+ *   row_z, row_lse  (n_rows,) per-row z-loss and log-sum-exp (of the capped scores,
+ *                ignored rows included), each written when not NULL
  * and the gradient's coefficients, set by cysm_sce_coefficients:
- *   grad_scale   factor applied to every gradient row (1/denominator for "mean")
+ *   grad_scale   factor of the cross-entropy part of every gradient row
+ *                (1/denominator for "mean")
+ *   z_grad       2 lambda times the factor of the z-loss part (1/rows counted for "mean")
  *   smooth_weight  smoothing / n_classes * (sum of the class weights), formed so
  *                that it does not overflow for huge finite weights; 0 without smoothing
  *   grad_offset  (n_classes,) grad_scale * smoothing / n_classes * weight[k];
@@ -48,26 +59,43 @@ typedef struct {
     const void *scores;
     void *grad;
     const int64_t *labels;
+    const void *targets;
     ptrdiff_t n_classes;
     int64_t ignore_index;
     const double *weight;
     double smoothing;
+    double z_loss;
+    double softcap;
+    double *row_z;
+    double *row_lse;
     double grad_scale;
+    double z_grad;
     double smooth_weight;
     const void *grad_offset;
 } cysm_sce_args;
 
-/* Fills the coefficients of `a` (see above) from its other fields, the reduction
- * and the "mean" denominator (the summed weight of the non-ignored rows; a
- * denominator of 0 makes the mean's gradient NaN, as PyTorch).  offset_buf holds
- * n_classes items of the precision: the smoothing offsets are written there. */
+/* What one call of a kernel adds up over its rows: the cross-entropy and z-loss
+ * parts of the loss, the first row whose probability targets are not finite and
+ * >= 0 (-1: none), and whether a work buffer could not be allocated. */
+typedef struct {
+    double ce;
+    double z;
+    ptrdiff_t bad_row;
+    int no_memory;
+} cysm_sce_sums;
+
+/* Fills the coefficients of `a` (see above) from its other fields, the reduction,
+ * the "mean" denominator of the cross-entropy part (the summed weight of the
+ * non-ignored rows; 0 makes the mean's gradient NaN, as PyTorch) and that of the
+ * z-loss part (the number of non-ignored rows).  offset_buf holds n_classes items
+ * of the precision: the smoothing offsets are written there. */
 void cysm_sce_coefficients(cysm_sce_args *a, int is_f64, int reduction, double denominator,
-                           void *offset_buf);
+                           double z_denominator, void *offset_buf);
 
 /* Loss (+ gradient) of rows [r0, r1).  row_loss (indexed by absolute row) may be
- * NULL; *loss_sum receives the sum of the row losses. */
+ * NULL: each row's loss (its cross-entropy plus its z-loss) is written there. */
 typedef void (*cysm_sce_fn)(const cysm_sce_args *args, ptrdiff_t r0, ptrdiff_t r1,
-                            double *row_loss, double *loss_sum);
+                            double *row_loss, cysm_sce_sums *sums);
 
 /* softmax (log_space = 0) or log_softmax (log_space = 1) of rows [r0, r1) of a
  * C-contiguous array of float or double; out may be the same buffer as x. */

@@ -352,7 +352,9 @@ static FN(row_sums) FN(row_exp)(const REAL *f, REAL *e_out, ptrdiff_t C, REAL m,
 /* What a row needs after its sums are known: its loss, and the gradient
  * coefficient of e_k and the target entry of the gradient. */
 typedef struct {
-    double loss;
+    double loss; /* the cross-entropy part */
+    double z;    /* the z-loss part */
+    double lse;  /* m + log s */
     REAL coef;
     REAL grad_y;
 } FN(row_result);
@@ -367,24 +369,52 @@ static inline FN(row_result) FN(finish_row)(const ARGS *a, int64_t y, REAL m, RE
     FN(row_result) res;
     res.loss = (1.0 - eps) * wy * nll;
     if (eps > 0) res.loss += sw * log_s - eps / C * wd;
+    res.lse = (double)m + log_s;
+    res.z = 0.0;
     const double inv_s = 1.0 / ((double)n_max + t);
-    res.coef = (REAL)(a->grad_scale * ((1.0 - eps) * wy + sw) * inv_s);
+    double coef = a->grad_scale * ((1.0 - eps) * wy + sw) * inv_s;
     /* P_y - 1 = -(s - e_y) / s, with s - e_y free of cancellation */
     const double others = (fy == m) ? (double)(n_max - 1) + t : (double)n_max + (t - ey);
     double gy = (1.0 - eps) * wy * (-others * inv_s);
     if (eps > 0) gy += sw * (ey * inv_s) - eps / C * wy;
-    res.grad_y = (REAL)(a->grad_scale * gy);
+    gy *= a->grad_scale;
+    if (a->z_loss > 0) { /* lambda lse^2, whose gradient is 2 lambda lse P_k */
+        const double zc = a->z_grad * res.lse * inv_s;
+        res.z = a->z_loss * res.lse * res.lse;
+        coef += zc;
+        gy += zc * ey;
+    }
+    res.coef = (REAL)coef;
+    res.grad_y = (REAL)gy;
     return res;
 }
 
-/* One row with C > CYSM_SMALL_C; returns its loss. */
-static double FN(sce_row)(const ARGS *a, const REAL *f, REAL *g, int64_t y, const REAL *next_f,
-                          REAL *next_g)
+/* The log-sum-exp of a row of scores (for an ignored row, whose other results are 0). */
+static double FN(row_lse)(const REAL *f, ptrdiff_t C)
+{
+    const REAL m = FN(row_max)(f, C);
+    const FN(row_sums) rs = FN(row_exp)(f, NULL, C, m, NULL, 0, NULL, NULL);
+    return (double)m + log1p((double)(rs.n_max - 1) + rs.t);
+}
+
+/* The two parts of a row's loss. */
+typedef struct {
+    double ce;
+    double z;
+} FN(row_parts);
+
+/* Row i with C > CYSM_SMALL_C: its loss parts; its lse and z-loss are written to
+ * a->row_lse and a->row_z when they are not NULL. */
+static FN(row_parts) FN(sce_row)(const ARGS *a, ptrdiff_t i, const REAL *f, REAL *g, int64_t y,
+                                 const REAL *next_f, REAL *next_g)
 {
     const ptrdiff_t C = a->n_classes;
+    FN(row_parts) parts = {0.0, 0.0};
     if (y == a->ignore_index) {
+        if (a->row_lse) a->row_lse[i] = FN(row_lse)(f, C); /* (before g, maybe == f, is zeroed) */
+        if (a->row_z) a->row_z[i] = 0.0;
         if (g) memset(g, 0, (size_t)C * sizeof(REAL));
-        return 0.0;
+        return parts;
     }
     const int smooth = a->smoothing > 0;
     const REAL fy = f[y]; /* read before g (maybe == f) is written */
@@ -406,7 +436,11 @@ static double FN(sce_row)(const ARGS *a, const REAL *f, REAL *g, int64_t y, cons
         }
         g[y] = res.grad_y;
     }
-    return res.loss;
+    if (a->row_lse) a->row_lse[i] = res.lse;
+    if (a->row_z) a->row_z[i] = res.z;
+    parts.ce = res.loss;
+    parts.z = res.z;
+    return parts;
 }
 
 /* log1p(u) for u >= 0 (NaN and +inf pass through), in double lanes: u = 2^k z with
@@ -476,7 +510,7 @@ typedef int64_t FN(vlong) __attribute__((vector_size(CYSM_VBYTES)));
 
 static inline void FN(finish_half)(const ARGS *a, VACC m, VACC fy, VACC ey, VACC t, VACC n_max,
                                    VACC wd, VACC wy, FN(vlong) ign, VACC *loss, VACC *coef,
-                                   VACC *grad_y)
+                                   VACC *grad_y, VACC *z, VACC *lse)
 {
     const double eps = a->smoothing, C = (double)a->n_classes, sw = a->smooth_weight;
     const double keep = 1.0 - eps, spread = eps / C, scale = a->grad_scale;
@@ -493,6 +527,26 @@ static inline void FN(finish_half)(const ARGS *a, VACC m, VACC fy, VACC ey, VACC
     VACC gy = keep * wy * (-oth * inv_s);
     if (eps > 0) gy += sw * (ey * inv_s) - spread * wy;
     *grad_y = scale * gy;
+    *lse = m + log_s;
+    *z = (VACC){0};
+    if (a->z_loss > 0) { /* lambda lse^2, whose gradient is 2 lambda lse P_k */
+        const VACC zc = a->z_grad * *lse * inv_s;
+        *z = (VACC)((FN(vlong))(a->z_loss * *lse * *lse) & ~ign);
+        *coef += zc;
+        *grad_y += zc * ey;
+    }
+}
+
+/* out[g0 + l] = lane l of the double halves v, for the nv valid lanes (out NULL: nothing). */
+static inline void FN(put_lanes)(double *out, ptrdiff_t g0, int nv, const VACC *v)
+{
+    enum { NA = CYSM_VBYTES / 8 };
+    if (!out) return;
+    if (nv == NL) {
+        memcpy(out + g0, v, NL * sizeof(double));
+    } else {
+        for (int l = 0; l < nv; l++) out[g0 + l] = v[l / NA][l % NA];
+    }
 }
 
 /* Rows with C <= CYSM_SMALL_C, NL rows at a time: lane l of column vector T[k]
@@ -522,12 +576,12 @@ static inline void FN(finish_half)(const ARGS *a, VACC m, VACC fy, VACC ey, VACC
 #endif
 static inline __attribute__((always_inline)) void
     FN(sce_small_body)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
-                       double *loss_sum, const ptrdiff_t C)
+                       cysm_sce_sums *sums, const ptrdiff_t C)
 {
     enum { NA = CYSM_VBYTES / 8, NH = NL / NA }; /* double lanes per vector, halves */
     const int smooth = a->smoothing > 0;
     VREAL T[CYSM_SMALL_C], E[CYSM_SMALL_C]; /* only [0, C) is used, each written first */
-    VACC sum[NH] = {{0}};
+    VACC sum[NH] = {{0}}, zsum[NH] = {{0}};
     int64_t lab_tail[NL];
     for (ptrdiff_t g0 = r0; g0 < r1; g0 += NL) {
         const int nv = (int)(r1 - g0 < NL ? r1 - g0 : NL);
@@ -585,7 +639,7 @@ static inline __attribute__((always_inline)) void
         /* the per-row finish, in double lanes (halves h < NH of the pairs) */
         const VREAL n_max = __builtin_convertvector(cnt, VREAL);
         VACC m_h[2], fy_h[2], ey_h[2], n_h[2], t_h[2] = {t_lo, t_hi}, wd_h[2] = {wd_lo, wd_hi};
-        VACC loss_h[NH], coef_h[NH], gy_h[NH];
+        VACC loss_h[NH], coef_h[NH], gy_h[NH], z_h[NH], lse_h[NH];
         FN(widen)(mv, &m_h[0], &m_h[1]);
         FN(widen)(fy, &fy_h[0], &fy_h[1]);
         FN(widen)(ey, &ey_h[0], &ey_h[1]);
@@ -595,17 +649,14 @@ static inline __attribute__((always_inline)) void
             if (a->weight)
                 for (int l = 0; l < NA; l++) wy[l] = a->weight[k_h[h][l]];
             FN(finish_half)(a, m_h[h], fy_h[h], ey_h[h], t_h[h], n_h[h], wd_h[h],
-                            wy, ign_h[h], &loss_h[h], &coef_h[h], &gy_h[h]);
+                            wy, ign_h[h], &loss_h[h], &coef_h[h], &gy_h[h], &z_h[h], &lse_h[h]);
             sum[h] += loss_h[h];
+            zsum[h] += z_h[h];
+            if (row_loss) loss_h[h] += z_h[h];
         }
-        if (row_loss) {
-            double *out = row_loss + g0;
-            if (nv == NL) {
-                memcpy(out, loss_h, sizeof loss_h);
-            } else {
-                for (int l = 0; l < nv; l++) out[l] = loss_h[l / NA][l % NA];
-            }
-        }
+        FN(put_lanes)(row_loss, g0, nv, loss_h);
+        FN(put_lanes)(a->row_z, g0, nv, z_h);
+        FN(put_lanes)(a->row_lse, g0, nv, lse_h);
         if (a->grad) {
             const VREAL coef = FN(narrow)(coef_h[0], coef_h[NH - 1]);
             const VREAL gy = FN(narrow)(gy_h[0], gy_h[NH - 1]);
@@ -620,7 +671,8 @@ static inline __attribute__((always_inline)) void
                 for (ptrdiff_t k = 0; k < C; k++) g[l * C + k] = E[k][l];
         }
     }
-    *loss_sum = FN(acc_total)(sum[0], sum[NH - 1]);
+    sums->ce = FN(acc_total)(sum[0], sum[NH - 1]);
+    sums->z = FN(acc_total)(zsum[0], zsum[NH - 1]);
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -630,38 +682,255 @@ static inline __attribute__((always_inline)) void
 /* The class count as a compile-time constant for the smallest C, so the
  * transposition and the per-row loops unroll. */
 static void FN(sce_small)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
-                          double *loss_sum)
+                          cysm_sce_sums *sums)
 {
     switch (a->n_classes) {
-    case 2: FN(sce_small_body)(a, r0, r1, row_loss, loss_sum, 2); break;
-    case 3: FN(sce_small_body)(a, r0, r1, row_loss, loss_sum, 3); break;
-    case 4: FN(sce_small_body)(a, r0, r1, row_loss, loss_sum, 4); break;
-    case 5: FN(sce_small_body)(a, r0, r1, row_loss, loss_sum, 5); break;
-    case 10: FN(sce_small_body)(a, r0, r1, row_loss, loss_sum, 10); break;
-    default: FN(sce_small_body)(a, r0, r1, row_loss, loss_sum, a->n_classes); break;
+    case 2: FN(sce_small_body)(a, r0, r1, row_loss, sums, 2); break;
+    case 3: FN(sce_small_body)(a, r0, r1, row_loss, sums, 3); break;
+    case 4: FN(sce_small_body)(a, r0, r1, row_loss, sums, 4); break;
+    case 5: FN(sce_small_body)(a, r0, r1, row_loss, sums, 5); break;
+    case 10: FN(sce_small_body)(a, r0, r1, row_loss, sums, 10); break;
+    default: FN(sce_small_body)(a, r0, r1, row_loss, sums, a->n_classes); break;
     }
 }
 
-static void FN(sce_rows)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
-                         double *loss_sum)
+/* ---- the general path: soft-capping and probability targets ----------------
+ *
+ * A row is first converted to double (x_k = c tanh(f_k / c), or f_k without a cap,
+ * with d_k = 1 - tanh^2(f_k / c) for the chain rule), then processed by the
+ * float64 row functions of this target, so float32 scores lose nothing to a
+ * rounded capped score.  Probability targets t give per-class weights
+ * wt_c = w_c ((1 - eps) t_c + eps / C) with A = sum_c wt_c:
+ *   loss = A log s - sum_{wt_c != 0} wt_c (x_c - m)      (0 log 0 taken as 0)
+ *   dloss/dx_k = grad_scale (A P_k - wt_k) + z_grad lse P_k
+ * Class indices take the fast path's finish_row (float64) on x.
+ * Passes per row: the conversion, the maximum, the exponentials (in place in x),
+ * the gradient; three work rows of C doubles per block. */
+#define D64(name) CYSM_CAT3(name, f64, CYSM_SFX)
+
+#if CYSM_F64
+/* tanh of the lanes of u: *t = tanh(u) and *om = 1 - |tanh(u)|, both without
+ * cancellation: a polynomial below CYSM_TANH_SMALL, (1 - e)/(1 + e) and 2e/(1 + e)
+ * with e = exp(-2|u|) above (e > 1/2 there, so 1 - e is exact).  NaN stays NaN. */
+static inline void FN(vtanh)(VREAL u, VREAL *t, VREAL *om)
+{
+    const VINT sbit = (VINT){0} + (RINT)(-0x7fffffffffffffffLL - 1);
+    const VINT sign = (VINT)u & sbit;
+    const VREAL x = (VREAL)((VINT)u & ~sbit);
+    const VREAL e = FN(vexp)(-2.0 * x, (VREAL){0});
+    static const double q[CYSM_TANH_F64_NCOEF] = CYSM_TANH_F64_COEFS;
+    const VREAL uu = x * x;
+    VREAL p = (VREAL){0} + q[0];
+    for (int i = 1; i < CYSM_TANH_F64_NCOEF; i++) p = p * uu + q[i];
+    const VREAL t_small = x + x * uu * p;
+    const VINT small = x < CYSM_TANH_SMALL;
+    const VREAL ta = FN(select)(small, t_small, (1.0 - e) / (1.0 + e));
+    *om = FN(select)(small, 1.0 - t_small, 2.0 * e / (1.0 + e));
+    *t = (VREAL)((VINT)ta | sign);
+}
+
+/* sum_k w_k (x_k - m) (w NULL: ones), leaving out the terms with w_k == 0 when
+ * skip_zero; lanes in a fixed order. */
+static double FN(dot_shift)(const double *w, const double *x, ptrdiff_t C, double m,
+                            int skip_zero)
+{
+    VACC acc = {0};
+    double tail = 0.0;
+    ptrdiff_t k = 0;
+    for (; k + NL <= C; k += NL) {
+        const VREAL wv = w ? FN(load)(w + k) : (VREAL){0} + 1.0;
+        VREAL term = wv * (FN(load)(x + k) - m);
+        if (skip_zero) term = FN(zero_where)(wv == 0, term);
+        acc += term;
+    }
+    for (; k < C; k++) {
+        const double wk = w ? w[k] : 1.0;
+        if (!(skip_zero && wk == 0)) tail += wk * (x[k] - m);
+    }
+    return FN(acc_total)(acc, acc) + tail;
+}
+
+/* sum_k w_k, lanes in a fixed order. */
+static double FN(vsum)(const double *w, ptrdiff_t C)
+{
+    VACC acc = {0};
+    double tail = 0.0;
+    ptrdiff_t k = 0;
+    for (; k + NL <= C; k += NL) acc += FN(load)(w + k);
+    for (; k < C; k++) tail += w[k];
+    return FN(acc_total)(acc, acc) + tail;
+}
+#endif
+
+/* x = the row f in double, capped when a->softcap > 0, with d = the cap's
+ * derivative (when d is not NULL); -inf stays -inf (a masked class, d = 0). */
+static void FN(load_capped)(const REAL *f, ptrdiff_t C, double cap, double *x, double *d)
+{
+    enum { NA = CYSM_VBYTES / 8 };
+    typedef int64_t vlong __attribute__((vector_size(CYSM_VBYTES)));
+    for (ptrdiff_t k = 0; k < C; k += NA) {
+        const int n = (int)(C - k < NA ? C - k : NA);
+        VACC v, dv = (VACC){0} + 1.0;
+        for (int l = 0; l < NA; l++) v[l] = l < n ? (double)f[k + l] : 0.0;
+        if (cap > 0) {
+            VACC t, om;
+            D64(vtanh)(v / cap, &t, &om);
+            const vlong masked = v == -INFINITY;
+            const VACC capped = cap * t;
+            v = (VACC)(((vlong)capped & ~masked) | ((vlong)v & masked));
+            dv = (VACC)((vlong)(om * (2.0 - om)) & ~masked);
+        }
+        if (n == NA) {
+            memcpy(x + k, &v, sizeof v);
+            if (d) memcpy(d + k, &dv, sizeof dv);
+        } else {
+            for (int l = 0; l < n; l++) x[k + l] = v[l];
+            if (d)
+                for (int l = 0; l < n; l++) d[k + l] = dv[l];
+        }
+    }
+}
+
+/* The results of one row on the general path. */
+typedef struct {
+    double ce, z, lse;
+    int bad; /* probability targets not finite and >= 0 */
+} FN(general_row);
+
+static FN(general_row) FN(sce_row_general)(const ARGS *a, ptrdiff_t i, double *x, double *d,
+                                           double *wt)
 {
     const ptrdiff_t C = a->n_classes;
+    const double cap = a->softcap, eps = a->smoothing;
+    const REAL *f = (const REAL *)a->scores + i * C;
+    REAL *g = a->grad ? (REAL *)a->grad + i * C : NULL;
+    FN(general_row) r = {0.0, 0.0, 0.0, 0};
+    FN(load_capped)(f, C, cap, x, (g && cap > 0) ? d : NULL);
+    const double m = D64(row_max)(x, C);
+    if (!a->targets) { /* class indices: the fast path's finish on x */
+        const int64_t y = a->labels[i];
+        if (y == a->ignore_index) {
+            if (g) memset(g, 0, (size_t)C * sizeof(REAL));
+            if (a->row_lse) {
+                const D64(row_sums) rs = D64(row_exp)(x, NULL, C, m, NULL, 0, NULL, NULL);
+                r.lse = m + log1p((double)(rs.n_max - 1) + rs.t);
+            }
+            return r;
+        }
+        const double fy = x[y];
+        const double wd = eps > 0 ? D64(dot_shift)(a->weight, x, C, m, 0) : 0.0;
+        const D64(row_sums) rs = D64(row_exp)(x, x, C, m, NULL, 0, NULL, NULL);
+        const D64(row_result) res = D64(finish_row)(a, y, m, fy, x[y], rs.t, rs.n_max, wd);
+        if (g) {
+            const double spread = a->grad_scale * eps / (double)C;
+            for (ptrdiff_t k = 0; k < C; k++) {
+                double gk = x[k] * res.coef;
+                if (eps > 0) gk -= spread * (a->weight ? a->weight[k] : 1.0);
+                if (k == y) gk = res.grad_y;
+                g[k] = (REAL)(cap > 0 ? gk * d[k] : gk);
+            }
+        }
+        r.ce = res.loss;
+        r.z = res.z;
+        r.lse = res.lse;
+        return r;
+    }
+    /* probability targets */
+    const REAL *t = (const REAL *)a->targets + i * C;
+    const double keep = 1.0 - eps, spread = eps / (double)C;
+    int bad = 0;
+    for (ptrdiff_t k = 0; k < C; k++) {
+        const double tk = (double)t[k];
+        bad |= !(tk >= 0 && tk <= DBL_MAX);
+        wt[k] = (a->weight ? a->weight[k] : 1.0) * (keep * tk + spread);
+    }
+    if (bad) {
+        r.bad = 1;
+        return r;
+    }
+    const double A = D64(vsum)(wt, C);
+    const double B = D64(dot_shift)(wt, x, C, m, 1);
+    const D64(row_sums) rs = D64(row_exp)(x, x, C, m, NULL, 0, NULL, NULL);
+    const double log_s = log1p((double)(rs.n_max - 1) + rs.t);
+    r.lse = m + log_s;
+    r.ce = A * log_s - B;
+    const double inv_s = 1.0 / ((double)rs.n_max + rs.t);
+    double coef = a->grad_scale * A * inv_s;
+    if (a->z_loss > 0) {
+        r.z = a->z_loss * r.lse * r.lse;
+        coef += a->z_grad * r.lse * inv_s;
+    }
+    if (g) {
+        const double gs = a->grad_scale;
+        for (ptrdiff_t k = 0; k < C; k++) {
+            const double gk = x[k] * coef - gs * wt[k];
+            g[k] = (REAL)(cap > 0 ? gk * d[k] : gk);
+        }
+    }
+    return r;
+}
+
+/* Work rows on the stack up to this many doubles, else malloc'ed once per block. */
+#define CYSM_GENERAL_STACK 1536
+
+static void FN(sce_rows_general)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
+                                 cysm_sce_sums *sums)
+{
+    const ptrdiff_t C = a->n_classes;
+    double stack_buf[CYSM_GENERAL_STACK];
+    double *buf = 3 * C <= CYSM_GENERAL_STACK ? stack_buf
+                                              : (double *)malloc((size_t)(3 * C) * sizeof(double));
+    if (!buf) {
+        sums->no_memory = 1;
+        return;
+    }
+    double ce = 0.0, z = 0.0;
+    for (ptrdiff_t i = r0; i < r1; i++) {
+        const FN(general_row) r = FN(sce_row_general)(a, i, buf, buf + C, buf + 2 * C);
+        if (r.bad) {
+            sums->bad_row = i;
+            break;
+        }
+        if (row_loss) row_loss[i] = r.ce + r.z;
+        if (a->row_z) a->row_z[i] = r.z;
+        if (a->row_lse) a->row_lse[i] = r.lse;
+        ce += r.ce;
+        z += r.z;
+    }
+    if (buf != stack_buf) free(buf);
+    sums->ce = ce;
+    sums->z = z;
+}
+
+static void FN(sce_rows)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, double *row_loss,
+                         cysm_sce_sums *sums)
+{
+    const ptrdiff_t C = a->n_classes;
+    sums->ce = sums->z = 0.0;
+    sums->bad_row = -1;
+    sums->no_memory = 0;
+    if (a->targets || a->softcap > 0) {
+        FN(sce_rows_general)(a, r0, r1, row_loss, sums);
+        return;
+    }
     if (C <= CYSM_SMALL_C) {
-        FN(sce_small)(a, r0, r1, row_loss, loss_sum);
+        FN(sce_small)(a, r0, r1, row_loss, sums);
         return;
     }
     const REAL *scores = (const REAL *)a->scores;
-    double sum = 0.0;
+    double ce = 0.0, z = 0.0;
     for (ptrdiff_t i = r0; i < r1; i++) {
         const int last = i + 1 == r1;
         REAL *g = a->grad ? (REAL *)a->grad + i * C : NULL;
-        const double loss = FN(sce_row)(a, scores + i * C, g, a->labels[i],
-                                        last ? NULL : scores + (i + 1) * C,
-                                        (last || !g) ? NULL : g + C);
-        if (row_loss) row_loss[i] = loss;
-        sum += loss;
+        const FN(row_parts) parts = FN(sce_row)(a, i, scores + i * C, g, a->labels[i],
+                                                last ? NULL : scores + (i + 1) * C,
+                                                (last || !g) ? NULL : g + C);
+        if (row_loss) row_loss[i] = parts.ce + parts.z;
+        ce += parts.ce;
+        z += parts.z;
     }
-    *loss_sum = sum;
+    sums->ce = ce;
+    sums->z = z;
 }
 
 static void FN(softmax_rows)(const void *x_, void *out_, ptrdiff_t C, ptrdiff_t r0,
@@ -699,6 +968,7 @@ static void FN(softmax_rows)(const void *x_, void *out_, ptrdiff_t C, ptrdiff_t 
 #undef VINT
 #undef VACC
 #undef ARGS
+#undef D64
 #ifdef CYSM_EVEN_LANES
 #undef CYSM_EVEN_LANES
 #endif

@@ -10,10 +10,12 @@
 #error "define CYSM_SFX and CYSM_VBYTES before including cysm_kernels_target.h"
 #endif
 
-#define CYSM_F64 0
+/* float64 first: the float32 kernels' general path (soft-capping, probability
+ * targets) works in double with the float64 kernels' row functions. */
+#define CYSM_F64 1
 #include "cysm_kernels_impl.h"
 #undef CYSM_F64
-#define CYSM_F64 1
+#define CYSM_F64 0
 #include "cysm_kernels_impl.h"
 #undef CYSM_F64
 
