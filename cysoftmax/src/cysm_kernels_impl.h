@@ -724,8 +724,9 @@ static inline void FN(vtanh)(VREAL u, VREAL *t, VREAL *om)
     for (int i = 1; i < CYSM_TANH_F64_NCOEF; i++) p = p * uu + q[i];
     const VREAL t_small = x + x * uu * p;
     const VINT small = x < CYSM_TANH_SMALL;
-    const VREAL ta = FN(select)(small, t_small, (1.0 - e) / (1.0 + e));
-    *om = FN(select)(small, 1.0 - t_small, 2.0 * e / (1.0 + e));
+    const VREAL r = 1.0 / (1.0 + e);
+    const VREAL ta = FN(select)(small, t_small, (1.0 - e) * r);
+    *om = FN(select)(small, 1.0 - t_small, (2.0 * e) * r);
     *t = (VREAL)((VINT)ta | sign);
 }
 
@@ -750,44 +751,121 @@ static double FN(dot_shift)(const double *w, const double *x, ptrdiff_t C, doubl
     return FN(acc_total)(acc, acc) + tail;
 }
 
-/* sum_k w_k, lanes in a fixed order. */
-static double FN(vsum)(const double *w, ptrdiff_t C)
-{
-    VACC acc = {0};
-    double tail = 0.0;
-    ptrdiff_t k = 0;
-    for (; k + NL <= C; k += NL) acc += FN(load)(w + k);
-    for (; k < C; k++) tail += w[k];
-    return FN(acc_total)(acc, acc) + tail;
-}
 #endif
 
-/* x = the row f in double, capped when a->softcap > 0, with d = the cap's
- * derivative (when d is not NULL); -inf stays -inf (a masked class, d = 0). */
+/* The lanes of v (double) capped: x = c tanh(v / c) (-inf stays -inf) and, in *d, the
+ * cap's derivative 1 - tanh^2(v / c) (0 at -inf). */
+static inline VACC FN(cap_lanes)(VACC v, double cap, double inv_cap, VACC *d)
+{
+    typedef int64_t vlong __attribute__((vector_size(CYSM_VBYTES)));
+    VACC t, om;
+    D64(vtanh)(v * inv_cap, &t, &om);
+    const vlong masked = v == -INFINITY;
+    *d = (VACC)((vlong)(om * (2.0 - om)) & ~masked);
+    return (VACC)(((vlong)(cap * t) & ~masked) | ((vlong)v & masked));
+}
+
+/* NL entries of a row of the input precision as double halves (lo: the first NA). */
+static inline void FN(load_wide)(const REAL *p, VACC *lo, VACC *hi)
+{
+    FN(widen)(FN(load)(p), lo, hi);
+}
+
+/* x = the row f in double, capped when cap > 0, with d = the cap's derivative
+ * (when d is not NULL). */
 static void FN(load_capped)(const REAL *f, ptrdiff_t C, double cap, double *x, double *d)
 {
-    enum { NA = CYSM_VBYTES / 8 };
-    typedef int64_t vlong __attribute__((vector_size(CYSM_VBYTES)));
-    for (ptrdiff_t k = 0; k < C; k += NA) {
+    enum { NA = CYSM_VBYTES / 8, NH = NL / NA };
+    const double inv_cap = cap > 0 ? 1.0 / cap : 0.0;
+    ptrdiff_t k = 0;
+    for (; k + NL <= C; k += NL) {
+        VACC v[2], dv[2] = {{0}, {0}};
+        FN(load_wide)(f + k, &v[0], &v[1]);
+        for (int h = 0; h < NH; h++) {
+            if (cap > 0) v[h] = FN(cap_lanes)(v[h], cap, inv_cap, &dv[h]);
+            memcpy(x + k + h * NA, &v[h], sizeof v[h]);
+            if (d) memcpy(d + k + h * NA, &dv[h], sizeof dv[h]);
+        }
+    }
+    for (; k < C; k += NA) { /* the tail, NA at a time (lanes are independent) */
         const int n = (int)(C - k < NA ? C - k : NA);
-        VACC v, dv = (VACC){0} + 1.0;
-        for (int l = 0; l < NA; l++) v[l] = l < n ? (double)f[k + l] : 0.0;
-        if (cap > 0) {
-            VACC t, om;
-            D64(vtanh)(v / cap, &t, &om);
-            const vlong masked = v == -INFINITY;
-            const VACC capped = cap * t;
-            v = (VACC)(((vlong)capped & ~masked) | ((vlong)v & masked));
-            dv = (VACC)((vlong)(om * (2.0 - om)) & ~masked);
+        VACC v = {0}, dv = {0};
+        for (int l = 0; l < n; l++) v[l] = (double)f[k + l];
+        if (cap > 0) v = FN(cap_lanes)(v, cap, inv_cap, &dv);
+        for (int l = 0; l < n; l++) {
+            x[k + l] = v[l];
+            if (d) d[k + l] = dv[l];
         }
-        if (n == NA) {
-            memcpy(x + k, &v, sizeof v);
-            if (d) memcpy(d + k, &dv, sizeof dv);
-        } else {
-            for (int l = 0; l < n; l++) x[k + l] = v[l];
-            if (d)
-                for (int l = 0; l < n; l++) d[k + l] = dv[l];
+    }
+}
+
+/* wt_k = w_k ((1 - eps) t_k + eps / C) for a row of probability targets t; returns
+ * sum_k wt_k, or NaN when some t_k is not finite and >= 0 (*bad set). */
+static double FN(target_weights)(const REAL *t, const double *w, ptrdiff_t C, double eps,
+                                 double *wt, int *bad)
+{
+    enum { NA = CYSM_VBYTES / 8, NH = NL / NA };
+    typedef int64_t vlong __attribute__((vector_size(CYSM_VBYTES)));
+    const double keep = 1.0 - eps, spread = eps / (double)C;
+    VACC acc = {0};
+    vlong wrong = {0};
+    double tail = 0.0;
+    ptrdiff_t k = 0;
+    for (; k + NL <= C; k += NL) {
+        VACC v[2];
+        FN(load_wide)(t + k, &v[0], &v[1]);
+        for (int h = 0; h < NH; h++) {
+            wrong |= ~((v[h] >= 0) & (v[h] <= DBL_MAX));
+            VACC wv = (VACC){0} + 1.0;
+            if (w) memcpy(&wv, w + k + h * NA, sizeof wv);
+            const VACC x = wv * (keep * v[h] + spread);
+            memcpy(wt + k + h * NA, &x, sizeof x);
+            acc += x;
         }
+    }
+    int tail_bad = 0;
+    for (; k < C; k++) {
+        const double tk = (double)t[k];
+        tail_bad |= !(tk >= 0 && tk <= DBL_MAX);
+        wt[k] = (w ? w[k] : 1.0) * (keep * tk + spread);
+        tail += wt[k];
+    }
+    for (int l = 0; l < NA; l++) tail_bad |= wrong[l] != 0;
+    *bad = tail_bad;
+    return D64(acc_total)(acc, acc) + tail;
+}
+
+/* g = (x * coef - off - gs * wt) * d in the input precision (wt NULL: 0; d NULL: 1). */
+static void FN(store_grad)(REAL *g, const double *x, double coef, double off, double gs,
+                           const double *wt, const double *d, ptrdiff_t C)
+{
+    enum { NA = CYSM_VBYTES / 8, NH = NL / NA };
+    ptrdiff_t k = 0;
+    for (; k + NL <= C; k += NL) {
+        VACC out[2] = {{0}, {0}};
+        for (int h = 0; h < NH; h++) {
+            VACC xv, v;
+            memcpy(&xv, x + k + h * NA, sizeof xv);
+            v = xv * coef - off;
+            if (wt) {
+                VACC wv;
+                memcpy(&wv, wt + k + h * NA, sizeof wv);
+                v -= gs * wv;
+            }
+            if (d) {
+                VACC dv;
+                memcpy(&dv, d + k + h * NA, sizeof dv);
+                v *= dv;
+            }
+            out[h] = v;
+        }
+        FN(store)(g + k, FN(narrow)(out[0], out[NH - 1]));
+    }
+    for (; k < C; k++) {
+        double v = x[k] * coef - off;
+        if (wt) v -= gs * wt[k];
+        if (d) v *= d[k];
+        g[k] = (REAL)v;
     }
 }
 
@@ -804,8 +882,9 @@ static FN(general_row) FN(sce_row_general)(const ARGS *a, ptrdiff_t i, double *x
     const double cap = a->softcap, eps = a->smoothing;
     const REAL *f = (const REAL *)a->scores + i * C;
     REAL *g = a->grad ? (REAL *)a->grad + i * C : NULL;
+    const double *dd = (g && cap > 0) ? d : NULL;
     FN(general_row) r = {0.0, 0.0, 0.0, 0};
-    FN(load_capped)(f, C, cap, x, (g && cap > 0) ? d : NULL);
+    FN(load_capped)(f, C, cap, x, dd ? d : NULL);
     const double m = D64(row_max)(x, C);
     if (!a->targets) { /* class indices: the fast path's finish on x */
         const int64_t y = a->labels[i];
@@ -822,13 +901,15 @@ static FN(general_row) FN(sce_row_general)(const ARGS *a, ptrdiff_t i, double *x
         const D64(row_sums) rs = D64(row_exp)(x, x, C, m, NULL, 0, NULL, NULL);
         const D64(row_result) res = D64(finish_row)(a, y, m, fy, x[y], rs.t, rs.n_max, wd);
         if (g) {
+            /* e_k coef - eps/C grad_scale w_k; the target's own entry from finish_row */
             const double spread = a->grad_scale * eps / (double)C;
-            for (ptrdiff_t k = 0; k < C; k++) {
-                double gk = x[k] * res.coef;
-                if (eps > 0) gk -= spread * (a->weight ? a->weight[k] : 1.0);
-                if (k == y) gk = res.grad_y;
-                g[k] = (REAL)(cap > 0 ? gk * d[k] : gk);
+            const double gy = dd ? res.grad_y * dd[y] : res.grad_y;
+            if (eps > 0 && a->weight) {
+                FN(store_grad)(g, x, res.coef, 0.0, spread, a->weight, dd, C);
+            } else { /* the same offset for every k */
+                FN(store_grad)(g, x, res.coef, eps > 0 ? spread : 0.0, 0.0, NULL, dd, C);
             }
+            g[y] = (REAL)gy;
         }
         r.ce = res.loss;
         r.z = res.z;
@@ -836,19 +917,13 @@ static FN(general_row) FN(sce_row_general)(const ARGS *a, ptrdiff_t i, double *x
         return r;
     }
     /* probability targets */
-    const REAL *t = (const REAL *)a->targets + i * C;
-    const double keep = 1.0 - eps, spread = eps / (double)C;
     int bad = 0;
-    for (ptrdiff_t k = 0; k < C; k++) {
-        const double tk = (double)t[k];
-        bad |= !(tk >= 0 && tk <= DBL_MAX);
-        wt[k] = (a->weight ? a->weight[k] : 1.0) * (keep * tk + spread);
-    }
+    const double A = FN(target_weights)((const REAL *)a->targets + i * C, a->weight, C, eps,
+                                        wt, &bad);
     if (bad) {
         r.bad = 1;
         return r;
     }
-    const double A = D64(vsum)(wt, C);
     const double B = D64(dot_shift)(wt, x, C, m, 1);
     const D64(row_sums) rs = D64(row_exp)(x, x, C, m, NULL, 0, NULL, NULL);
     const double log_s = log1p((double)(rs.n_max - 1) + rs.t);
@@ -860,13 +935,7 @@ static FN(general_row) FN(sce_row_general)(const ARGS *a, ptrdiff_t i, double *x
         r.z = a->z_loss * r.lse * r.lse;
         coef += a->z_grad * r.lse * inv_s;
     }
-    if (g) {
-        const double gs = a->grad_scale;
-        for (ptrdiff_t k = 0; k < C; k++) {
-            const double gk = x[k] * coef - gs * wt[k];
-            g[k] = (REAL)(cap > 0 ? gk * d[k] : gk);
-        }
-    }
+    if (g) FN(store_grad)(g, x, coef, 0.0, a->grad_scale, wt, dd, C);
     return r;
 }
 
