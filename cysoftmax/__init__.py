@@ -10,6 +10,8 @@ Main functions
 softmax_cross_entropy  loss and gradient in one pass
 cross_entropy          loss only
 softmax, log_softmax   row-wise (log-)probabilities
+linear_softmax_cross_entropy, linear_cross_entropy
+                       a linear layer and the loss fused, in chunks of rows
 
 Built on them
 -------------
@@ -58,6 +60,7 @@ with _openmp_env.passive_wait_unless_configured():
     _kernels = _import_kernels()  # loads the OpenMP runtime, which reads the setting once
 from . import datasets
 from ._api import cross_entropy, log_softmax, softmax, softmax_cross_entropy
+from ._linear import linear_cross_entropy, linear_softmax_cross_entropy
 from .models import (
     ConvergenceWarning,
     DataConversionWarning,
@@ -107,6 +110,8 @@ __all__ = [
     "cross_entropy",
     "softmax",
     "log_softmax",
+    "linear_softmax_cross_entropy",
+    "linear_cross_entropy",
     "linear_softmax_loss",
     "two_layer_softmax_loss",
     "SoftmaxClassifier",

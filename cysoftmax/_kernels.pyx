@@ -642,7 +642,7 @@ def softmax_cross_entropy(scores, labels, reduction, weight, ignore_index, label
             and cnp.PyArray_DIM(<cnp.ndarray>labels, 0) == n_rows):
         y = <cnp.ndarray>labels
     else:
-        t = _validation.as_targets(labels, s)
+        t = _validation.as_targets(labels, (<object>s).shape, (<object>s).dtype)
         if t is None:
             y = _validation.as_labels(labels, _batch_shape(s), n_classes, opt.ignore_index)
     if y is not None:

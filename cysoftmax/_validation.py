@@ -130,10 +130,11 @@ def raise_label_range(value: Any, pos: int, batch_shape: Sequence[int], n_classe
     )
 
 
-def as_targets(labels: Any, scores: np.ndarray, name: str = "labels") -> Optional[np.ndarray]:
-    """labels as probability targets, when they are that: a float array of the shape of
-    ``scores``; returned C-contiguous, aligned and in the scores' dtype.  None when they
-    are not (they are then class indices, for :func:`as_labels`).
+def as_targets(labels: Any, shape: tuple, dtype: np.dtype, name: str = "labels",
+               scores: str = "scores") -> Optional[np.ndarray]:
+    """labels as probability targets, when they are that: a float array of the scores'
+    ``shape``; returned C-contiguous, aligned and in the scores' ``dtype``.  None when
+    they are not (they are then class indices, for :func:`as_labels`).
 
     A float ndarray must have the scores' precision (TypeError otherwise: no silent
     rounding of targets); a float sequence is converted to the scores' dtype.  Their
@@ -147,14 +148,14 @@ def as_targets(labels: Any, scores: np.ndarray, name: str = "labels") -> Optiona
             arr = np.asarray(labels)
         except (ValueError, TypeError):
             return None  # as_labels reports it
-    if arr.dtype.kind != "f" or arr.shape != scores.shape:
+    if arr.dtype.kind != "f" or arr.shape != tuple(shape):
         return None
-    if isinstance(labels, np.ndarray) and arr.dtype.itemsize != scores.dtype.itemsize:
+    if isinstance(labels, np.ndarray) and arr.dtype.itemsize != np.dtype(dtype).itemsize:
         raise TypeError(
-            f"{name} as probability targets must have the dtype of scores "
-            f"({scores.dtype}), got {arr.dtype}; convert with {name}.astype(scores.dtype)"
+            f"{name} as probability targets must have the dtype of {scores} "
+            f"({np.dtype(dtype)}), got {arr.dtype}; convert with {name}.astype({scores}.dtype)"
         )
-    return np.require(arr, dtype=scores.dtype, requirements="CA")
+    return np.require(arr, dtype=dtype, requirements="CA")
 
 
 def raise_bad_targets(row: np.ndarray, pos: int, batch_shape: Sequence[int],

@@ -4,10 +4,13 @@ A workspace holds the buffers of one model for batches of up to ``n_rows`` rows
 and runs its pass: :meth:`~_Workspace.loss_grad` computes the loss and leaves
 the gradients in the buffers ``grads`` (one per parameter array, in the order
 of the parameters); :meth:`~_Workspace.step` (gradient descent) and
-:meth:`~_Workspace.flat_loss_grad` (L-BFGS) serve the two solvers. The loss of the output layer and ``dloss/dscores`` come from the compiled
-kernel, written over the score buffer (``out=``); the products write into their
-outputs (``np.dot(..., out=...)``) and the ReLU mask is applied in place, so an
-iteration allocates almost nothing.
+:meth:`~_Workspace.flat_loss_grad` (L-BFGS) serve the two solvers. The linear model's
+pass is the fused linear + cross-entropy (:mod:`cysoftmax._linear`, chunks of rows:
+the n_rows x n_classes scores are never held).  In the two-layer pass the loss of the
+output layer and ``dloss/dscores`` come from the compiled kernel, written over the
+score buffer (``out=``); the products write into their outputs (``np.dot(...,
+out=...)``) and the ReLU mask is applied in place, so an iteration allocates almost
+nothing.
 
 Both the loss functions (:mod:`cysoftmax._losses`) and the estimators'
 training loops (:mod:`cysoftmax._estimators`) run these passes.
@@ -19,7 +22,7 @@ import inspect
 
 import numpy as np
 
-from cysoftmax import _validation
+from cysoftmax import _linear, _validation
 from cysoftmax._api import softmax_cross_entropy
 
 #: ``ignore_index`` when the loss options do not set it: the kernel's default.
@@ -75,13 +78,14 @@ class _Workspace:
 
 
 class LinearWorkspace(_Workspace):
-    """Buffers and the pass for ``scores = X @ W + b`` on up to ``n_rows`` rows.
+    """Buffers and the pass for ``scores = X @ W + b``: the fused linear + softmax
+    cross-entropy of :mod:`cysoftmax._linear`, in chunks of rows, so the pass never
+    holds the ``n_rows x n_classes`` scores (only a chunk of them).
 
     The parameter arrays are ``(W, b)``; ``b`` may be None (no bias) in :meth:`loss_grad`.
     """
 
     def __init__(self, n_rows, n_features, n_classes, dtype=np.float64):
-        self.S = np.empty((n_rows, n_classes), dtype)  # scores, then dloss/dscores
         self.dW = np.empty((n_features, n_classes), dtype)
         self.db = np.empty(n_classes, dtype)
         self.grads = (self.dW, self.db)
@@ -89,17 +93,20 @@ class LinearWorkspace(_Workspace):
     def loss_grad(self, X, y, arrays, reg, options):
         """Loss; leaves ``dW``/``db`` (regularisation included) in the buffers."""
         W, b = arrays
-        S = self.S[: X.shape[0]]
-        np.dot(X, W, out=S)
-        if b is not None:
-            S += b
-        loss = kernel_loss(S, y, options)
-        np.dot(X.T, S, out=self.dW)
-        np.sum(S, axis=0, out=self.db)
+        problem = _linear._Problem(
+            X, W.T, y, b, options.get("weight"), options.get("reduction", "mean"),
+            options.get("ignore_index", DEFAULT_IGNORE_INDEX),
+            options.get("label_smoothing", 0.0), 0.0, None, None,
+            options.get("num_threads"), target_name="y")
+        # dW (n_features, n_classes) is the transpose of the fused pass's (V, D) gradient
+        loss, _, _, db = _linear._fused(problem, True, want_input_grad=False,
+                                        grad_weight_out=self.dW.T)
+        self.db[...] = db
+        loss = float(loss)
         if reg:
             loss += 0.5 * reg * float(np.vdot(W, W))
             self.dW += reg * W
-        return float(loss)
+        return loss
 
 
 class TwoLayerWorkspace(_Workspace):
