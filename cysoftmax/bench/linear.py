@@ -1,0 +1,187 @@
+"""Benchmark of the fused linear + cross-entropy: time and memory, side by side.
+
+Usage::
+
+    python -m cysoftmax.bench.linear [--shapes 4096x512x32000,4096x512x128000]
+                                     [--dtype float32] [--threads all] [--repeats 3]
+                                     [--variants fused,products,torch-eager,torch-chunked]
+                                     [--json]
+
+For each shape N x D x V (rows, features, classes), forward + backward of the
+mean loss of ``z = x @ W.T + b`` with class-index targets, each variant in a fresh
+child process (so that its peak memory is its own):
+
+``fused``          ``cysoftmax.linear_softmax_cross_entropy`` (default chunking);
+``products``       the three matrix products alone, on NumPy's BLAS and the same
+                   threads: ``x @ W.T``, ``dz @ W``, ``dz.T @ x`` (the floor the
+                   fused path is measured against; the loss itself is left out);
+``torch-eager``    ``F.cross_entropy(F.linear(x, W, b), y)`` and ``backward()``;
+``torch-chunked``  PyTorch's ``F.linear_cross_entropy`` (2.13 and later), if present.
+
+Reported per variant: the median time of ``--repeats`` calls after one warm-up;
+``extra_peak_mb``, the peak resident memory of the child minus its resident memory
+once the inputs exist, minus the returned gradients (input, weight and bias: what
+any implementation must hand back); and for the NumPy variants ``tracemalloc_mb``,
+the peak of NumPy's traced allocations during a call beyond the returned arrays.
+The goal is stated against ``N x V x itemsize``, the size of the logits.
+Threads: the child's BLAS threads and PyTorch's intra-op threads are set to the
+given count (``all``: the usable CPUs); the kernels use the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from typing import Dict, List, Optional
+
+from .children import python_command
+
+VARIANTS = ("fused", "products", "torch-eager", "torch-chunked")
+DEFAULT_SHAPES = ("4096x512x32000", "4096x512x128000")
+
+_CHILD = r"""
+import json, os, resource, statistics, time, tracemalloc
+import numpy as np
+N, D, V, dtype, variant, repeats, threads = {args!r}
+dtype = np.dtype(dtype)
+
+def rss_mb():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((N, D), dtype=np.float32).astype(dtype)
+W = (rng.standard_normal((V, D), dtype=np.float32) / np.sqrt(D)).astype(dtype)
+b = np.zeros(V, dtype)
+y = rng.integers(0, V, N)
+returned_mb = (x.nbytes + W.nbytes + b.nbytes) / 2**20
+result = {{"variant": variant}}
+
+if variant in ("fused", "products"):
+    import cysoftmax
+    if variant == "fused":
+        def call():
+            return cysoftmax.linear_softmax_cross_entropy(x, W, y, linear_bias=b,
+                                                          num_threads=threads)
+    else:
+        def call():
+            z = x @ W.T
+            return z @ W, z.T @ x
+    call()  # warm-up (imports, BLAS buffers)
+    base = rss_mb()
+    tracemalloc.start()
+    times = []
+    for _ in range(repeats):
+        tracemalloc.reset_peak()
+        t0 = time.perf_counter(); out = call(); times.append(time.perf_counter() - t0)
+        traced = tracemalloc.get_traced_memory()[1] / 2**20
+        del out
+    tracemalloc.stop()
+    result["tracemalloc_mb"] = traced - returned_mb
+else:
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(threads)
+    tx = torch.from_numpy(x).requires_grad_(True)
+    tW = torch.from_numpy(W).requires_grad_(True)
+    tb = torch.from_numpy(b).requires_grad_(True)
+    ty = torch.from_numpy(y)
+    if variant == "torch-chunked" and not hasattr(F, "linear_cross_entropy"):
+        print(json.dumps({{"variant": variant, "skipped": "no F.linear_cross_entropy"}}))
+        raise SystemExit
+    def call():
+        tx.grad = tW.grad = tb.grad = None
+        if variant == "torch-eager":
+            loss = F.cross_entropy(F.linear(tx, tW, tb), ty)
+        else:
+            loss = F.linear_cross_entropy(tx, tW, ty, linear_bias=tb)
+        loss.backward()
+        return loss
+    call()
+    tx.grad = tW.grad = tb.grad = None
+    base = rss_mb()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter(); call(); times.append(time.perf_counter() - t0)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+result["time_s"] = statistics.median(times)
+result["extra_peak_mb"] = peak - base - returned_mb
+print(json.dumps(result))
+"""
+
+
+def run_variant(n: int, d: int, v: int, dtype: str, variant: str, repeats: int,
+                threads: int) -> Dict:
+    env = dict(os.environ)
+    for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[key] = str(threads)
+    code = _CHILD.format(args=(n, d, v, dtype, variant, repeats, threads))
+    proc = subprocess.run(python_command(code), capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        return {"variant": variant, "error": last}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(shapes: List[str], dtype: str, threads: int, repeats: int,
+        variants: List[str]) -> List[Dict]:
+    rows = []
+    for shape in shapes:
+        n, d, v = (int(s) for s in shape.split("x"))
+        itemsize = 4 if dtype == "float32" else 8
+        logits_mb = n * v * itemsize / 2**20
+        for variant in variants:
+            if variant.startswith("torch"):
+                try:
+                    import torch  # noqa: F401
+                except ImportError:
+                    continue
+            r = run_variant(n, d, v, dtype, variant, repeats, threads)
+            r.update(shape=shape, dtype=dtype, threads=threads, logits_mb=logits_mb)
+            rows.append(r)
+    return rows
+
+
+def format_table(rows: List[Dict]) -> str:
+    lines = ["| shape NxDxV | variant | time (s) | vs products | extra peak RSS (MB) | "
+             "% of logits | tracemalloc (MB) |", "|---|---|---|---|---|---|---|"]
+    floor = {r["shape"]: r.get("time_s") for r in rows if r["variant"] == "products"}
+    for r in rows:
+        if "time_s" not in r:
+            lines.append(f"| {r['shape']} | {r['variant']} | {r.get('error') or r.get('skipped')}"
+                         " | | | | |")
+            continue
+        ratio = f"{r['time_s'] / floor[r['shape']]:.2f}x" if floor.get(r["shape"]) else ""
+        tm = f"{r['tracemalloc_mb']:.1f}" if "tracemalloc_mb" in r else ""
+        lines.append(f"| {r['shape']} | {r['variant']} | {r['time_s']:.3f} | {ratio} | "
+                     f"{r['extra_peak_mb']:.1f} | {100 * r['extra_peak_mb'] / r['logits_mb']:.1f}% "
+                     f"| {tm} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cysoftmax.bench.linear",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--shapes", default=",".join(DEFAULT_SHAPES))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--threads", default="all")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    threads = len(os.sched_getaffinity(0)) if args.threads == "all" else int(args.threads)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    rows = run([s for s in args.shapes.split(",") if s], args.dtype, threads, args.repeats,
+               variants)
+    print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
