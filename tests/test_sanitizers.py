@@ -25,8 +25,8 @@ import fuzz_api
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
 # memory-heavy paths: bad input, every shape and option on every SIMD target, threads
-SUBSET = ["test_errors.py", "test_grid.py", "test_numerics.py", "test_properties.py",
-          "test_reference_cases.py", "test_threads.py"]
+SUBSET = ["test_errors.py", "test_grid.py", "test_numerics.py", "test_options.py",
+          "test_properties.py", "test_reference_cases.py", "test_threads.py"]
 # RSS under ASan grows by design (freed memory waits in its quarantine)
 DESELECT = ["test_no_memory_growth_over_many_calls"]
 REPORT = re.compile(r"ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer")

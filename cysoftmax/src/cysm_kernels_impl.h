@@ -140,8 +140,10 @@ static inline void FN(acc_wd)(VACC *lo, VACC *hi, VREAL f, VREAL m, VACC w_lo, V
 #endif
 }
 
-/* acc_wd with the weights of NL consecutive classes (w NULL: all ones). */
-static inline void FN(acc_wd_at)(VACC *lo, VACC *hi, VREAL f, VREAL m, const double *w)
+/* acc_wd with the weights of NL consecutive classes (w NULL: all ones); with
+ * skip_zero, a class of weight 0 adds 0 (also where f = -inf: 0 log 0 = 0). */
+static inline void FN(acc_wd_at)(VACC *lo, VACC *hi, VREAL f, VREAL m, const double *w,
+                                 const int skip_zero)
 {
     VACC w_lo = (VACC){0} + 1.0, w_hi = w_lo;
     if (w) {
@@ -149,6 +151,16 @@ static inline void FN(acc_wd_at)(VACC *lo, VACC *hi, VREAL f, VREAL m, const dou
 #if !CYSM_F64
         memcpy(&w_hi, w + NL / 2, sizeof w_hi);
 #endif
+    }
+    if (skip_zero && w) {
+        typedef int64_t vlong __attribute__((vector_size(CYSM_VBYTES)));
+        VACC a = {0}, b = {0};
+        FN(acc_wd)(&a, &b, f, m, w_lo, w_hi);
+        *lo += (VACC)((vlong)a & ~(vlong)(w_lo == 0));
+#if !CYSM_F64
+        *hi += (VACC)((vlong)b & ~(vlong)(w_hi == 0));
+#endif
+        return;
     }
     FN(acc_wd)(lo, hi, f, m, w_lo, w_hi);
 }
@@ -302,7 +314,8 @@ static inline __attribute__((always_inline)) FN(row_sums)
         }
         FN(acc_add)(&t_lo, &t_hi, (t4[0] + t4[1]) + (t4[2] + t4[3]));
         for (int j = 0; j < 4; j++) {
-            if (want_wd) FN(acc_wd_at)(&wd_lo, &wd_hi, x[j], mv, w ? w + k + j * NL : NULL);
+            if (want_wd)
+                FN(acc_wd_at)(&wd_lo, &wd_hi, x[j], mv, w ? w + k + j * NL : NULL, want_wd == 2);
             if (store) FN(store)(e_out + k + j * NL, e[j]);
         }
     }
@@ -313,7 +326,7 @@ static inline __attribute__((always_inline)) FN(row_sums)
         const VINT is_max = d == 0;
         cnt -= is_max;
         FN(acc_add)(&t_lo, &t_hi, FN(zero_where)(is_max, e));
-        if (want_wd) FN(acc_wd_at)(&wd_lo, &wd_hi, x, mv, w ? w + k : NULL);
+        if (want_wd) FN(acc_wd_at)(&wd_lo, &wd_hi, x, mv, w ? w + k : NULL, want_wd == 2);
         if (store) FN(store)(e_out + k, e);
     }
     if (rest) {
@@ -323,9 +336,10 @@ static inline __attribute__((always_inline)) FN(row_sums)
         const VINT is_max = (d == 0) & ~old;
         cnt -= is_max;
         FN(acc_add)(&t_lo, &t_hi, FN(zero_where)(is_max | old, e));
-        if (want_wd) /* lanes already covered count as f = m (only sce_row asks for wd,
-                      * and there C > CYSM_SMALL_C >= NL, so w + C - NL is in range) */
-            FN(acc_wd_at)(&wd_lo, &wd_hi, FN(select)(old, mv, f_tail), mv, w ? w + C - NL : NULL);
+        if (want_wd) /* lanes already covered count as f = m (wd is asked for only with
+                      * C >= NL, so w + C - NL is in range) */
+            FN(acc_wd_at)(&wd_lo, &wd_hi, FN(select)(old, mv, f_tail), mv, w ? w + C - NL : NULL,
+                          want_wd == 2);
         if (store && C >= NL) {
             FN(store)(e_out + C - NL, e);
         } else if (store) {
@@ -338,13 +352,17 @@ static inline __attribute__((always_inline)) FN(row_sums)
     return out;
 }
 
+/* want_wd: 0 no weighted sum, 1 sum_k w_k (f_k - m), 2 the same without the terms of
+ * weight 0 (probability targets). */
 static FN(row_sums) FN(row_exp)(const REAL *f, REAL *e_out, ptrdiff_t C, REAL m,
                                  const double *w, int want_wd, const REAL *next_f, REAL *next_e)
 {
     if (e_out) {
+        if (want_wd == 2) return FN(row_exp_body)(f, e_out, C, m, w, next_f, next_e, 1, 2);
         if (want_wd) return FN(row_exp_body)(f, e_out, C, m, w, next_f, next_e, 1, 1);
         return FN(row_exp_body)(f, e_out, C, m, w, next_f, next_e, 1, 0);
     }
+    if (want_wd == 2) return FN(row_exp_body)(f, e_out, C, m, w, next_f, next_e, 0, 2);
     if (want_wd) return FN(row_exp_body)(f, e_out, C, m, w, next_f, next_e, 0, 1);
     return FN(row_exp_body)(f, e_out, C, m, w, next_f, next_e, 0, 0);
 }
@@ -939,6 +957,55 @@ static FN(general_row) FN(sce_row_general)(const ARGS *a, ptrdiff_t i, double *x
     return r;
 }
 
+/* g = (e * coef - gs * wt) with e the row's exponentials in the input precision
+ * (already in g). */
+static void FN(store_grad_e)(REAL *g, double coef, double gs, const double *wt, ptrdiff_t C)
+{
+    enum { NA = CYSM_VBYTES / 8, NH = NL / NA };
+    ptrdiff_t k = 0;
+    for (; k + NL <= C; k += NL) {
+        VACC e[2], out[2] = {{0}, {0}};
+        FN(load_wide)(g + k, &e[0], &e[1]);
+        for (int h = 0; h < NH; h++) {
+            VACC wv;
+            memcpy(&wv, wt + k + h * NA, sizeof wv);
+            out[h] = e[h] * coef - gs * wv;
+        }
+        FN(store)(g + k, FN(narrow)(out[0], out[NH - 1]));
+    }
+    for (; k < C; k++) g[k] = (REAL)((double)g[k] * coef - gs * wt[k]);
+}
+
+/* Probability targets without a cap, for C >= NL: the row in its own precision (the
+ * fast path's exponential pass, e_k into g), the target-weighted sums in double. */
+static FN(general_row) FN(sce_row_targets)(const ARGS *a, ptrdiff_t i, double *wt)
+{
+    const ptrdiff_t C = a->n_classes;
+    const REAL *f = (const REAL *)a->scores + i * C;
+    REAL *g = a->grad ? (REAL *)a->grad + i * C : NULL;
+    FN(general_row) r = {0.0, 0.0, 0.0, 0};
+    int bad = 0;
+    const double A = FN(target_weights)((const REAL *)a->targets + i * C, a->weight, C,
+                                        a->smoothing, wt, &bad);
+    if (bad) {
+        r.bad = 1;
+        return r;
+    }
+    const REAL m = FN(row_max)(f, C);
+    const FN(row_sums) rs = FN(row_exp)(f, g, C, m, wt, 2, NULL, NULL);
+    const double log_s = log1p((double)(rs.n_max - 1) + rs.t);
+    r.lse = (double)m + log_s;
+    r.ce = A * log_s - rs.wd;
+    const double inv_s = 1.0 / ((double)rs.n_max + rs.t);
+    double coef = a->grad_scale * A * inv_s;
+    if (a->z_loss > 0) {
+        r.z = a->z_loss * r.lse * r.lse;
+        coef += a->z_grad * r.lse * inv_s;
+    }
+    if (g) FN(store_grad_e)(g, coef, a->grad_scale, wt, C);
+    return r;
+}
+
 /* Work rows on the stack up to this many doubles, else malloc'ed once per block. */
 #define CYSM_GENERAL_STACK 1536
 
@@ -954,8 +1021,11 @@ static void FN(sce_rows_general)(const ARGS *a, ptrdiff_t r0, ptrdiff_t r1, doub
         return;
     }
     double ce = 0.0, z = 0.0;
+    const int own_precision = a->targets && !(a->softcap > 0) && C >= NL;
     for (ptrdiff_t i = r0; i < r1; i++) {
-        const FN(general_row) r = FN(sce_row_general)(a, i, buf, buf + C, buf + 2 * C);
+        const FN(general_row) r = own_precision
+                                      ? FN(sce_row_targets)(a, i, buf + 2 * C)
+                                      : FN(sce_row_general)(a, i, buf, buf + C, buf + 2 * C);
         if (r.bad) {
             sums->bad_row = i;
             break;
