@@ -227,12 +227,23 @@ def _finish_chunk(p, dz, r0, r1, row_scale, gx, gW, gb, c0=0, c1=None, accumulat
         dz[p.kept[r0:r1]] = np.nan
     if row_scale is not None:
         dz *= row_scale[r0:r1, None]
-    if gx is not None and accumulate_x:
-        gx[r0:r1] += dz @ p.W[c0:c1]
-    elif gx is not None:
-        np.matmul(dz, p.W[c0:c1], out=gx[r0:r1])
+    if gx is not None:
+        part = _rows_times(dz, p.W[c0:c1])
+        if accumulate_x:
+            gx[r0:r1] += part
+        else:
+            gx[r0:r1] = part
     _accumulate_outer(gW[c0:c1], dz, p.x[r0:r1], first=r0 == 0)
     gb[c0:c1] += dz.sum(axis=0, dtype=np.float64)
+
+
+def _rows_times(dz: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """``dz @ W`` for a chunk (few rows, long inner dimension V).  With W C-ordered,
+    OpenBLAS computes the product as ``(W.T @ dz.T).T`` 5-9x faster than as ``dz @ W``
+    (measured at 131 x 32000 x 512); the (D, r) result is small."""
+    if W.flags.c_contiguous:
+        return (W.T @ dz.T).T
+    return dz @ W
 
 
 def _loss(p, rows_losses, total):
