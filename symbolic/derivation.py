@@ -201,7 +201,8 @@ def is_zero(expr: sp.Expr) -> bool:
     """Exact test that ``expr`` (free of sums and derivatives) is 0.
 
     Writes ``tanh(f_n / kappa)`` as ``f'_n / kappa`` (:func:`uncap`) and
-    ``log1p(a)`` as ``log(1 + a)``, substitutes ``f_n = log(x_n)`` and
+    ``log1p(a)`` as ``log(1 + a)`` (with soft-capped scores, done if
+    :func:`sympy.expand` gives 0), substitutes ``f_n = log(x_n)`` and
     ``f'_n = log(xc_n)`` with ``x_n, xc_n > 0`` so that the expression becomes
     rational in ``x`` and ``xc`` (after expanding logarithms of positive
     quantities), and checks that :func:`sympy.cancel` reduces it to 0; if it
@@ -209,6 +210,9 @@ def is_zero(expr: sp.Expr) -> bool:
     """
     expr = uncap(expr)
     expr = expr.xreplace({e: sp.log(1 + e.args[0]) for e in expr.atoms(log1p)})
+    capped = expr.has(fc) or any(_EXPLICIT_CAPPED.fullmatch(e.name) for e in expr.atoms(sp.Symbol))
+    if capped and sp.expand(expr) == 0:  # usually enough for soft-capped chains, and cheap
+        return True
     variables = {}
     for e in expr.atoms(sp.Indexed):
         if e.base == f:
