@@ -5,16 +5,19 @@ The package checks the mathematics behind the compiled kernels of
 
 ``symbolic.expressions``
     the definitions (loss, class weights, label smoothing, ignore_index, batch
-    reductions) and the closed forms the kernels implement, as SymPy
-    expressions;
+    reductions, probability targets, z-loss, soft-capping) and the closed
+    forms the kernels implement, as SymPy expressions;
 ``symbolic.derivation``
     ``python -m symbolic``: proves each step of the lecture notes'
     derivation and every closed form against ``sympy.diff`` of its
-    definition, for a general number of classes and exhaustively for small
-    ones;
+    definition, the kernels' rewrites and convexity, for a general number of
+    classes and exhaustively for small ones;
 ``symbolic.evaluate``
     evaluates the closed forms with mpmath at high precision;
 ``symbolic.cases``
     ``python -m symbolic.cases``: writes the reference cases
-    ``tests/data/reference_cases.json`` used by the cross-check tests.
+    ``tests/data/reference_cases.json`` used by the cross-check tests;
+``symbolic.cases_options``
+    ``python -m symbolic.cases_options``: the same for the further options,
+    ``tests/data/reference_cases_options.json``.
 """

@@ -17,6 +17,16 @@ Conventions that are not derivable (they are PyTorch's): ``"mean"`` of an
 empty or all-ignored batch is NaN and its gradient is zero; ``"sum"`` of an
 empty batch is 0; the label-smoothing term is absent when ``eps == 0`` (so a
 ``-inf`` score does not produce ``0 * inf``).
+
+:func:`reference_options` does the same for the further options (probability
+targets, z-loss, soft-capping), with these conventions besides: a term of the
+probability-target loss whose coefficient ``w_c t'_c`` is 0 is left out; a
+``-inf`` score stays ``-inf`` under soft-capping (and its factor
+``1 - tanh^2`` is 0, the limit); ``"mean"`` with ``D = 0`` or ``n = 0`` is NaN
+(the gradient of the counted rows is NaN, of an all-ignored batch 0).
+
+:func:`closed_forms` lists every closed form evaluated here; each is one that
+a step of ``python -m symbolic`` proves (``tests/test_symbolic.py`` checks it).
 """
 
 from __future__ import annotations
@@ -31,7 +41,8 @@ import sympy as sp
 
 from . import expressions as E
 
-__all__ = ["DIGITS", "START_DPS", "Reference", "reference", "format_value"]
+__all__ = ["DIGITS", "START_DPS", "Reference", "reference", "format_value", "closed_forms",
+           "definitions", "OptionsReference", "reference_options"]
 
 #: significant digits stored for every expected value
 DIGITS = 20
@@ -39,6 +50,54 @@ DIGITS = 20
 START_DPS = 50
 #: give up beyond this precision
 MAX_DPS = 6400
+
+
+def definitions() -> dict:
+    """The definitions the evaluator computes directly (sums, soft-capping)."""
+    return {"S": E.S_sum, "W": E.W_sum, "T": E.T_sum, "S'": E.Sc_sum,
+            "f'": E.softcap(E.f[E.k]), "coefficient": E.w[E.c] * E.tprime(E.c)}
+
+
+def closed_forms() -> dict:
+    """Every closed form the evaluator lambdifies, by name.
+
+    Each is one that a step of ``python -m symbolic`` proves (it appears, with
+    ``S``, ``W``, ``T`` and ``S'`` written out, in the chain of a verified step);
+    the probability-target loss is evaluated term by term (``prob_loss`` is
+    the sum of ``prob_loss_term``).
+    """
+    forms = {
+        "softmax": E.softmax_closed,
+        "log_softmax": E.log_softmax_closed,
+        "row_loss": E.row_loss_closed,
+        "row_grad": E.row_grad_closed,
+        "denominator": E.batch_denominator,
+        "count": E.batch_count,
+        "lse": E.lse_closed,
+        "z": E.z_closed,
+        "z_grad": E.z_grad_closed,
+        "prob_loss": E.prob_loss_closed,
+        "prob_grad": E.prob_grad_closed,
+    }
+    forms.update({f"{name} (soft-capped)": expr for name, expr in E.capped_closed_forms.items()
+                  if name != "prob_loss_term"})
+    for name, table in (("loss", E.batch_loss_closed), ("grad", E.batch_grad_closed),
+                        ("loss with z", E.batch_loss_z_closed), ("grad with z", E.batch_grad_z_closed),
+                        ("z", E.batch_z_closed)):
+        forms.update({f"batch {name} {reduction}": expr for reduction, expr in table.items()})
+    return forms
+
+
+def _lambdify(args, expr, smoothing: bool):
+    if not smoothing:
+        expr = expr.subs(E.eps, 0)
+    return sp.lambdify(args, expr, modules="mpmath")
+
+
+#: per-entry stand-ins for the batch forms' g_{i,k}, h_{i,k} and r_i
+_g_ik, _h_ik, _r_i = sp.symbols("g_ik h_ik r_i")
+_PER_ENTRY = {E.row_grad[E.i, E.k]: _g_ik, E.row_z_grad[E.i, E.k]: _h_ik,
+              E.row_in_batch[E.i]: _r_i}
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,26 +108,24 @@ def _functions(smoothing: bool) -> dict:
     removes the label-smoothing term instead of multiplying it by zero.
     """
     def lam(args, expr):
-        if not smoothing:
-            expr = expr.subs(E.eps, 0)
-        return sp.lambdify(args, expr, modules="mpmath")
+        return _lambdify(args, expr, smoothing)
 
-    g_ik, r_i, D = sp.symbols("g_ik r_i D")
-    per_entry = {E.row_grad[E.i, E.k]: g_ik, E.row_in_batch[E.i]: r_i, E.D: D}
+    forms, defs = closed_forms(), definitions()
     f, w, k, y, C, S, W, eps = E.f, E.w, E.k, E.y, E.C, E.S, E.W, E.eps
     return {
-        "S": lam((f, C), E.S_sum),
-        "W": lam((w, C), E.W_sum),
-        "softmax": lam((f, k, S), E.softmax_closed),
-        "log_softmax": lam((f, k, S), E.log_softmax_closed),
-        "row_loss": lam((f, w, y, C, S, eps), E.row_loss_closed),
-        "row_grad": lam((f, w, k, y, C, S, W, eps), E.row_grad_closed),
-        "denominator": lam((E.row_in_batch, E.row_loss_weights, E.N), E.batch_denominator),
-        "sum": lam((E.row_loss, E.row_in_batch, E.N), E.batch_loss_closed["sum"]),
-        "none": lam((E.row_loss, E.row_in_batch, E.i), E.batch_loss_closed["none"]),
-        "grad_none": lam((g_ik, r_i), E.batch_grad_closed["none"].xreplace(per_entry)),
-        "grad_sum": lam((g_ik, r_i), E.batch_grad_closed["sum"].xreplace(per_entry)),
-        "grad_mean": lam((g_ik, r_i, D), E.batch_grad_closed["mean"].xreplace(per_entry)),
+        "S": lam((f, C), defs["S"]),
+        "W": lam((w, C), defs["W"]),
+        "softmax": lam((f, k, S), forms["softmax"]),
+        "log_softmax": lam((f, k, S), forms["log_softmax"]),
+        "row_loss": lam((f, w, y, C, S, eps), forms["row_loss"]),
+        "row_grad": lam((f, w, k, y, C, S, W, eps), forms["row_grad"]),
+        "denominator": lam((E.row_in_batch, E.row_loss_weights, E.N), forms["denominator"]),
+        "sum": lam((E.row_loss, E.row_in_batch, E.N), forms["batch loss sum"]),
+        "none": lam((E.row_loss, E.row_in_batch, E.i), forms["batch loss none"]),
+        "mean": lam((E.row_loss, E.row_in_batch, E.row_loss_weights, E.N), forms["batch loss mean"]),
+        "grad_none": lam((_g_ik, _r_i), forms["batch grad none"].xreplace(_PER_ENTRY)),
+        "grad_sum": lam((_g_ik, _r_i), forms["batch grad sum"].xreplace(_PER_ENTRY)),
+        "grad_mean": lam((_g_ik, _r_i, E.D), forms["batch grad mean"].xreplace(_PER_ENTRY)),
     }
 
 
@@ -153,7 +210,7 @@ def _evaluate(scores: Sequence[Sequence[float]], labels: Sequence[int], reductio
         grad = [[fn["grad_sum"](g, r) for g in row] for row, r in zip(grads, kept)]
     elif reduction == "mean":
         # 0/0 for an empty or all-ignored batch: NaN loss, zero gradient
-        loss = fn["sum"](losses, kept, n_rows) / D if D != 0 else mpmath.nan
+        loss = fn["mean"](losses, kept, omega, n_rows) if D != 0 else mpmath.nan
         grad = [[fn["grad_mean"](g, r, D) if r else mpmath.mpf(0) for g in row]
                 for row, r in zip(grads, kept)]
     else:
@@ -239,5 +296,232 @@ def reference(scores: Sequence[Sequence[float]], labels: Sequence[int], *, n_cla
         settled = {key: _settled(previous[key], current[key], dps, scale) for key in current}
         if all(v is not None for v in settled.values()):
             return Reference(dps=dps, **settled)
+        previous, dps = current, 2 * dps
+    raise ArithmeticError(f"results did not settle below {MAX_DPS} digits")
+
+
+# --------------------------------------------------------------------------
+# Probability targets, z-loss, soft-capping
+# --------------------------------------------------------------------------
+#: the arguments of every lambdified option form (unused ones are ignored)
+_OPTION_ARGS = (E.f, E.fc, E.w, E.t, E.k, E.y, E.c, E.C, E.S, E.Sc, E.W, E.T, E.eps, E.lam,
+                E.kappa)
+
+
+@functools.lru_cache(maxsize=None)
+def _option_functions(smoothing: bool, capped: bool) -> dict:
+    """mpmath functions of the option closed forms (soft-capped ones if ``capped``)."""
+    forms, defs = closed_forms(), definitions()
+
+    def lam(name):
+        key = f"{name} (soft-capped)" if capped else name
+        return _lambdify(_OPTION_ARGS, forms[key], smoothing)
+
+    def batch(name, reduction):
+        expr = forms[f"batch {name} {reduction}"]
+        if name.startswith("grad"):  # one entry: g_{i,k}, h_{i,k} and r_i as numbers
+            expr = expr.xreplace(_PER_ENTRY)
+        args = (E.row_loss, E.row_z, E.row_in_batch, E.row_loss_weights, E.N, E.i,
+                _g_ik, _h_ik, _r_i, E.D, E.n)
+        return _lambdify(args, expr, smoothing)
+
+    out = {name: lam(name) for name in ("lse", "z", "z_grad", "row_loss", "row_grad", "prob_grad")}
+    term = E.capped_closed_forms["prob_loss_term"] if capped else E.prob_loss_term
+    # the loss is the sum over c of this term (its proved closed form "prob_loss")
+    out["prob_loss_term"] = _lambdify(_OPTION_ARGS, term, smoothing)
+    out["coefficient"] = _lambdify(_OPTION_ARGS, defs["coefficient"], smoothing)
+    out["S"] = _lambdify((E.f, E.C), defs["S"], smoothing)
+    out["S'"] = _lambdify((E.fc, E.C), defs["S'"], smoothing)
+    out["W"] = _lambdify((E.w, E.C), defs["W"], smoothing)
+    out["T"] = _lambdify((E.w, E.t, E.C), defs["T"], smoothing)
+    out["f'"] = _lambdify((E.f, E.k, E.kappa), defs["f'"], smoothing)
+    out["denominator"] = _lambdify((E.row_in_batch, E.row_loss_weights, E.N),
+                                   forms["denominator"], smoothing)
+    out["count"] = _lambdify((E.row_in_batch, E.N), forms["count"], smoothing)
+    for reduction in ("none", "sum", "mean"):
+        out[f"loss {reduction}"] = batch("loss with z", reduction)
+        out[f"grad {reduction}"] = batch("grad with z", reduction)
+        out[f"z {reduction}"] = batch("z", reduction)
+    return out
+
+
+@dataclass
+class OptionsReference:
+    """Exact results for one input with the further options (strings, :data:`DIGITS` digits).
+
+    ``loss`` and ``z`` are strings (``"mean"``/``"sum"``) or lists of strings
+    (``"none"``), ``grad`` a list of rows of strings, ``lse`` a list of strings
+    (one per row).  ``dps`` is the working precision that produced them.
+    """
+
+    loss: object
+    grad: list
+    z: object
+    lse: list
+    dps: int
+
+
+@functools.lru_cache(maxsize=4096)
+def _option_row(row: tuple, target, w: tuple, eps, lam, kappa, n_classes: int,
+                smoothing: bool, dps: int) -> tuple:
+    """lse, z, loss, z gradient and loss gradient of one row at ``dps`` digits.
+
+    ``target``: a class index, a tuple of probability targets, or None (an
+    ignored row: only its lse is evaluated; the rest is 0 and multiplied by
+    r_i = 0).
+    """
+    capped = kappa is not None
+    fn = _option_functions(smoothing, capped)
+    with mpmath.workdps(dps):
+        f = [mpmath.mpf(v) for v in row]
+        w = [mpmath.mpf(v) for v in w]
+        C = n_classes
+        if capped:  # a -inf score stays -inf (the limit of kappa tanh would be -kappa)
+            fc = [v if mpmath.isinf(v) and v < 0 else fn["f'"](f, q, kappa) for q, v in enumerate(f)]
+        else:
+            fc = f
+        S = fn["S'"](fc, C) if capped else fn["S"](f, C)
+        W = fn["W"](w, C)
+        probability = isinstance(target, tuple)
+        t = [mpmath.mpf(v) for v in target] if probability else [mpmath.mpf(0)] * C
+        T = fn["T"](w, t, C)
+        args = dict(f=f, fc=fc, w=w, t=t, C=C, S=S, Sc=S, W=W, T=T, eps=eps, lam=lam, kappa=kappa)
+
+        def call(name, k=0, y=0, c=0):
+            a = dict(args, k=k, y=y, c=c)
+            return fn[name](a["f"], a["fc"], a["w"], a["t"], a["k"], a["y"], a["c"], a["C"],
+                            a["S"], a["Sc"], a["W"], a["T"], a["eps"], a["lam"], a["kappa"])
+
+        lse = call("lse")
+        zero = mpmath.mpf(0)
+        if target is None:
+            return lse, zero, zero, [zero] * C, [zero] * C
+        z = call("z")
+        z_grad = [call("z_grad", k=q) for q in range(C)]
+        if probability:
+            loss = mpmath.fsum(call("prob_loss_term", c=q) for q in range(C)
+                               if call("coefficient", c=q) != 0)
+            grad = [call("prob_grad", k=q) for q in range(C)]
+        else:
+            loss = call("row_loss", y=target)
+            grad = [call("row_grad", k=q, y=target) for q in range(C)]
+        return lse, z, loss, z_grad, grad
+
+
+def _evaluate_options(scores, targets, reduction, weight, ignore_index, label_smoothing, z_loss,
+                      softcap, n_classes) -> dict:
+    """One evaluation at the current mpmath precision (mpf results)."""
+    smoothing = label_smoothing != 0
+    fn = _option_functions(smoothing, softcap is not None)
+    n_rows = len(scores)
+    w = tuple(weight) if weight is not None else (1.0,) * n_classes
+    eps, lam = mpmath.mpf(label_smoothing), mpmath.mpf(z_loss)
+    kappa = mpmath.mpf(softcap) if softcap is not None else None
+    probability = bool(targets) and isinstance(targets[0], (list, tuple))
+    if probability:
+        kept = [1] * n_rows
+        omega = [mpmath.mpf(1)] * n_rows  # probability targets: w_{y_i} -> 1
+        row_targets = [tuple(t) for t in targets]
+    else:
+        kept = [int(lab != ignore_index) for lab in targets]
+        omega = [mpmath.mpf(w[lab]) if keep else mpmath.mpf(1) for lab, keep in zip(targets, kept)]
+        row_targets = [lab if keep else None for lab, keep in zip(targets, kept)]
+    lses, zs, losses, hs, gs = [], [], [], [], []
+    for row, target in zip(scores, row_targets):
+        lse, z, loss, h, g = _option_row(tuple(row), target, w, eps, lam, kappa, n_classes,
+                                         smoothing, mpmath.mp.dps)
+        lses.append(lse)
+        zs.append(z)
+        losses.append(loss)
+        hs.append(h)
+        gs.append(g)
+    D = fn["denominator"](kept, omega, n_rows)
+    n = fn["count"](kept, n_rows)
+
+    def batch(name, i=0, g=0, h=0, r=0):
+        return fn[name](losses, zs, kept, omega, n_rows, i, g, h, r, D, n)
+
+    if reduction in ("none", "sum"):
+        if reduction == "none":
+            loss = [batch("loss none", i=q) for q in range(n_rows)]
+            z = [batch("z none", i=q) for q in range(n_rows)]
+        else:
+            loss, z = batch("loss sum"), batch("z sum")
+        grad = [[batch(f"grad {reduction}", g=g, h=h, r=r) for g, h in zip(grow, hrow)]
+                for grow, hrow, r in zip(gs, hs, kept)]
+    elif reduction == "mean":
+        nan = mpmath.nan
+        if n == 0:  # an empty or all-ignored batch: NaN, zero gradient
+            loss, z = nan, nan
+            grad = [[mpmath.mpf(0)] * n_classes for _ in range(n_rows)]
+        elif D == 0:  # the cross-entropy part is NaN, and the counted rows' gradient
+            loss, z = nan, batch("z mean")
+            grad = [[nan if r else mpmath.mpf(0) for _ in range(n_classes)] for r in kept]
+        else:
+            loss, z = batch("loss mean"), batch("z mean")
+            grad = [[batch("grad mean", g=g, h=h, r=r) if r else mpmath.mpf(0)
+                     for g, h in zip(grow, hrow)] for grow, hrow, r in zip(gs, hs, kept)]
+    else:
+        raise ValueError(f"unknown reduction {reduction!r}")
+    return {"loss": loss, "grad": grad, "z": z, "lse": lses}
+
+
+def _options_precision(scores, softcap) -> int:
+    """:func:`_starting_precision` for the (soft-capped) scores, plus the digits that
+    ``1 - tanh^2(f/kappa)`` loses (about ``2 |f| / kappa / ln 10``)."""
+    if softcap is None:
+        return _starting_precision(scores)
+    capped = [[softcap * math.tanh(v / softcap) if math.isfinite(v) else v for v in row]
+              for row in scores]
+    extra = max([2 * abs(v) / softcap / math.log(10) for row in scores for v in row
+                 if math.isfinite(v)], default=0.0)
+    return _starting_precision(capped) + math.ceil(extra)
+
+
+def reference_options(scores: Sequence[Sequence[float]], targets: Sequence, *, n_classes: int,
+                      reduction: str = "mean", weight: Sequence[float] | None = None,
+                      ignore_index: int = -100, label_smoothing: float = 0.0,
+                      z_loss: float = 0.0, softcap: float | None = None) -> OptionsReference:
+    """Expected loss, gradient, z part and lse with the further options.
+
+    Parameters
+    ----------
+    scores : list of rows of float
+        The scores exactly as the kernels see them; may contain ``-inf`` and ``nan``.
+    targets : list
+        One class index per row (``ignore_index`` marks an ignored row), or one
+        list of ``n_classes`` probability targets per row (finite, >= 0, any sum).
+    n_classes : int
+        ``C``.
+    reduction, weight, ignore_index, label_smoothing
+        As in ``torch.nn.functional.cross_entropy``; probability targets ignore
+        ``ignore_index`` and "mean" divides by the number of rows.
+    z_loss : float
+        ``lambda >= 0``: each counted row adds ``lambda * lse^2`` ("mean": divided
+        by the number of counted rows).
+    softcap : float or None
+        ``kappa > 0``: every score ``f`` becomes ``kappa * tanh(f / kappa)`` first.
+
+    Returns
+    -------
+    OptionsReference
+        Values stable to :data:`DIGITS` digits between two working precisions.
+    """
+    if not all(math.isfinite(v) for v in (weight or [])):
+        raise ValueError("weights must be finite")
+    dps = _options_precision(scores, softcap)
+    finite = [abs(v) for row in scores for v in row if math.isfinite(v)]
+    top = max(finite, default=0.0)
+    scale = 1 + top + max(weight or [1.0]) + z_loss * (1 + top) ** 2
+    args = (scores, targets, reduction, weight, ignore_index, label_smoothing, z_loss, softcap,
+            n_classes)
+    with mpmath.workdps(dps):
+        previous = _evaluate_options(*args)
+    while dps <= MAX_DPS:
+        with mpmath.workdps(2 * dps):
+            current = _evaluate_options(*args)
+        settled = {key: _settled(previous[key], current[key], dps, scale) for key in current}
+        if all(v is not None for v in settled.values()):
+            return OptionsReference(dps=dps, **settled)
         previous, dps = current, 2 * dps
     raise ArithmeticError(f"results did not settle below {MAX_DPS} digits")

@@ -24,8 +24,8 @@ import pytest
 import sympy as sp
 
 from symbolic import cases, derivation as D, evaluate, expressions as E
-from symbolic.derivation import P, L, Step, ell, verify
-from symbolic.expressions import eps, f, j, k, m, w, y
+from symbolic.derivation import P, L, Step, ell, ell_cap, ell_t, verify, zeta
+from symbolic.expressions import eps, f, fc, j, k, m, w, y
 
 ROOT = Path(__file__).resolve().parent.parent
 d = sp.Derivative
@@ -52,7 +52,11 @@ def test_derivation_command_verifies_every_step(derivation_run):
     assert proc.stdout.count("[ok]") == n and "FAILED" not in proc.stdout
     # the notes' result, proved for general C and exhaustively for C = 1..6
     overall = proc.stdout.split("[ok] overall")[1].split("\n\n")[0]
-    assert "general C" in overall and "C = 1..6" in overall and "(91 checks)" in overall
+    assert "general C" in overall and "C = 1..6" in overall and "(182 checks)" in overall
+    # the further options: general C and C = 1..6
+    for label in ("targets", "z'", "softcap", "softcap_t", "softcap_z", "convex", "log1p"):
+        block = proc.stdout.split(f"[ok] {label} ")[1].split("\n\n")[0]
+        assert "general C" in block and "C = 1..6" in block, label
 
 
 def test_derivation_documents(derivation_run):
@@ -87,6 +91,12 @@ FALSE_CLAIMS = {
     "smoothing-unweighted-sum": [d(ell, f[k]), E.row_grad_closed.xreplace({E.S: Sj, E.W: E.C})],
     "hessian-no-delta": [d(L, f[j], f[k]), -P[j] * P[k]],
     "shift-numerator-only": [P[k], sp.exp(f[k] - m) / Sj],
+    "targets-unweighted-sum": [d(ell_t, f[k]),
+                               P[k] * sp.Sum(E.tprime(E.c), (E.c, 0, E.C - 1)) - w[k] * E.tprime(k)],
+    "targets-no-smoothing": [d(ell_t, f[k]), P[k] * E.T_sum - w[k] * E.t[k]],
+    "z-loss-no-two": [d(zeta, f[k]), E.lam * sp.log(Sj) * P[k]],
+    "softcap-no-factor": [d(ell_cap, f[k]), d(ell, fc[k])],
+    "softcap-factor-not-squared": [d(ell_cap, f[k]), d(ell, fc[k]) * (1 - sp.tanh(f[k] / E.kappa))],
 }
 
 
@@ -118,18 +128,147 @@ def test_unreduced_sum_fails_instead_of_passing():
 
 
 def test_crash_is_a_failed_step():
-    def boom():
+    def boom(step):
         raise RuntimeError("inside sum_simplify")
     result = verify(Step("x", "crash", [sp.S.Zero, sp.S.Zero], custom=boom))
     assert not result.ok and "inside sum_simplify" in result.detail
 
 
+def _batch_forms(with_z: bool):
+    if with_z:
+        return D.BatchForms(E.batch_loss_z_closed, E.batch_grad_z_closed, E.batch_denominator,
+                            E.batch_z_closed, E.batch_count)
+    return D.BatchForms(E.batch_loss_closed, E.batch_grad_closed, E.batch_denominator)
+
+
 def test_batch_check_rejects_a_wrong_row_gradient(monkeypatch):
-    count, failure = D._batch_check(2, (0, None), abstract=False)
-    assert count > 0 and failure == ""
+    for with_z in (False, True):
+        count, failure = D._batch_check(2, (0, None), "index", _batch_forms(with_z))
+        assert count > 0 and failure == ""
     monkeypatch.setattr(E, "row_grad_closed", E.row_grad_closed * 2)
-    count, failure = D._batch_check(2, (0, None), abstract=False)
+    for with_z in (False, True):
+        count, failure = D._batch_check(2, (0, None), "index", _batch_forms(with_z))
+        assert failure
+    count, failure = D._batch_check(2, (0, 0), "prob", _batch_forms(True))
+    assert count > 0 and failure == ""
+    monkeypatch.setattr(E, "prob_grad_closed", E.prob_grad_closed + E.w[E.k])
+    count, failure = D._batch_check(2, (0, 0), "prob", _batch_forms(True))
     assert failure
+
+
+def _step(label: str) -> Step:
+    return next(s for s in D.steps() if s.label == label)
+
+
+def test_mean_gradient_over_one_plus_d_is_caught(monkeypatch):
+    """The displayed closed forms are the ones the batch step proves."""
+    assert verify(_step("batch")).ok
+    r_i, g_ik = E.row_in_batch[E.i], E.row_grad[E.i, E.k]
+    monkeypatch.setitem(E.batch_grad_closed, "mean", r_i * g_ik / (1 + E.D))
+    result = verify(_step("batch"))
+    assert not result.ok and "mean grad" in result.detail
+
+
+BATCH_MUTATIONS = {
+    "loss-mean": ("batch", lambda: ("batch_loss_closed", "mean",
+                                    E.batch_loss_closed["mean"] * (1 + E.row_in_batch[0]))),
+    "loss-none": ("batch", lambda: ("batch_loss_closed", "none", E.row_loss[E.i])),
+    "grad-sum": ("batch", lambda: ("batch_grad_closed", "sum", E.row_grad[E.i, E.k])),
+    "z-grad-mean": ("batch z", lambda: ("batch_grad_z_closed", "mean", E.row_in_batch[E.i]
+                                        * (E.row_grad[E.i, E.k] + E.row_z_grad[E.i, E.k]) / E.D)),
+    "z-loss-mean": ("batch z", lambda: ("batch_loss_z_closed", "mean",
+                                        E.batch_loss_closed["mean"] + E.batch_z_closed["sum"] / E.N)),
+    "z-part-none": ("batch z", lambda: ("batch_z_closed", "none", E.row_z[E.i])),
+}
+
+
+@pytest.mark.parametrize("name", list(BATCH_MUTATIONS))
+def test_batch_mutations_are_caught(name, monkeypatch):
+    label, mutation = BATCH_MUTATIONS[name]
+    table, key, value = mutation()
+    monkeypatch.setitem(getattr(E, table), key, value)
+    assert not verify(_step(label)).ok
+
+
+def test_batch_denominators_are_proved(monkeypatch):
+    unweighted = sp.Sum(E.row_in_batch[E.i], (E.i, 0, E.N - 1))
+    monkeypatch.setattr(E, "batch_denominator", unweighted)
+    assert not verify(_step("batch")).ok
+    monkeypatch.undo()
+    monkeypatch.setattr(E, "batch_count", sp.Sum(1, (E.i, 0, E.N - 1)))
+    assert not verify(_step("batch z")).ok
+
+
+R = E.S + 1
+CLOSED_FORM_MUTATIONS = {
+    "softmax_closed": ("P", lambda e: e.xreplace({E.S: R})),
+    "log_softmax_closed": ("log P", lambda e: e - 1 / E.S),
+    "row_loss_closed": ("loss", lambda e: e + E.eps * w[y] / E.C),
+    "row_grad_plain_closed": ("overall", lambda e: e.xreplace({E.S: R})),
+    "row_grad_closed": ("weights", lambda e: e + E.eps * w[y] / E.C * sp.KroneckerDelta(k, y)),
+    "hessian_closed": ("hessian", lambda e: e.xreplace({sp.KroneckerDelta(j, k): 0})),
+    "row_hessian_closed": ("hessian'", lambda e: 2 * e),
+    "prob_loss_closed": ("loss_t", lambda e: e.xreplace({E.eps / E.C: E.eps})),
+    "prob_grad_closed": ("targets", lambda e: e.xreplace({E.T: E.W})),
+    "lse_closed": ("lse", lambda e: e.xreplace({E.S: R})),
+    "z_closed": ("z", lambda e: 2 * e),
+    "z_grad_closed": ("z'", lambda e: e / 2),
+    "shifted_row_loss_closed": ("kernel loss", lambda e: e.xreplace({E.W: E.W + 1})),
+    "shifted_grad_y_closed": ("kernel grad_y", lambda e: e + E.eps / E.C * w[y]),
+    "shifted_prob_loss_closed": ("kernel loss_t", lambda e: e.xreplace({E.T: E.W})),
+    "grad_y_minus_one": ("P_y - 1", lambda e: e.xreplace({m: 0}) + 1 / E.shifted_sum),
+    "log_s_log1p": ("log1p", lambda e: e.func(e.args[0] + 1)),
+    "hessian_quadratic_form": ("convex", lambda e: e.args[0] if e.is_Add else 2 * e),
+    "hessian_variance_form": ("convex", lambda e: e.xreplace({E.v[k]: 2 * E.v[k]})),
+    "softcap_factor_stable": ("softcap factor", lambda e: e * (1 + sp.exp(-2 * E.softcap_x))),
+    "softcap_stable": ("softcap tanh", lambda e: e * 2),
+}
+
+
+@pytest.mark.parametrize("name", list(CLOSED_FORM_MUTATIONS))
+def test_a_wrong_closed_form_fails_its_step(name, monkeypatch):
+    """Each closed form (the ones the evaluator uses, the kernels' rewrites) is
+    proved by a step: changing it makes that step fail."""
+    label, mutate = CLOSED_FORM_MUTATIONS[name]
+    monkeypatch.setattr(E, name, mutate(getattr(E, name)))
+    step = _step(label)
+    step.classes = range(1, 4)  # a failure shows for small C already
+    assert not verify(step).ok, name
+
+
+@pytest.mark.parametrize("name", ["row_grad", "prob_grad", "z_grad", "row_loss", "prob_loss", "z",
+                                  "lse"])
+def test_a_wrong_soft_capped_form_fails_its_step(name, monkeypatch):
+    label = {"row_grad": "softcap", "prob_grad": "softcap_t", "z_grad": "softcap_z",
+             "row_loss": "softcap loss", "prob_loss": "softcap loss_t", "z": "softcap z",
+             "lse": "softcap lse"}[name]
+    wrong = E.capped_closed_forms[name].xreplace({E.kappa: 2 * E.kappa}) + E.lam * E.t[0] ** 0 / 7
+    monkeypatch.setitem(E.capped_closed_forms, name, wrong)
+    step = _step(label)
+    step.classes = range(1, 3)
+    assert not verify(step).ok, name
+
+
+def test_psd_step_rejects_a_wrong_minor():
+    step = _step("psd")
+    variance, minor = step.chain
+    step.chain = [variance, minor * 2]
+    assert not verify(step).ok
+    step.chain = [variance.xreplace({E.v[k]: E.v[k] ** 3}), minor]  # no longer a square
+    assert not verify(step).ok
+
+
+def test_every_evaluated_closed_form_is_proved():
+    """Each closed form the evaluator lambdifies appears in the chain of a step of
+    ``python -m symbolic`` (which verifies every step: see the first test)."""
+    chains = {s.label: s.chain for s in D.steps()}
+    unproved = []
+    for name, expr in evaluate.closed_forms().items():
+        shown = D.closed(expr)
+        if not any(shown in chain or expr in chain for chain in chains.values()):
+            unproved.append(name)
+    assert unproved == []
+    assert len(evaluate.closed_forms()) > 30
 
 
 def test_command_exits_nonzero_on_a_failed_step(monkeypatch, capsys, tmp_path):
@@ -280,3 +419,129 @@ def test_inputs_are_rounded_to_the_dtype_before_evaluation():
     assert case["expected"]["loss"] == exact.loss
     assert case["expected"]["loss"] != evaluate.reference([[0.1, 0.2]], [1], n_classes=2,
                                                           reduction="sum").loss
+
+
+# --------------------------------------------------------------------------
+# The evaluator of the further options
+# --------------------------------------------------------------------------
+def _direct_options(scores, targets, reduction, weight, eps, lam, kappa, probability):
+    """The options' definitions transcribed directly into mpmath (no SymPy):
+    loss, z part and lse."""
+    n_classes = len(scores[0])
+    w = [mpmath.mpf(v) for v in weight]
+    eps, lam = mpmath.mpf(eps), mpmath.mpf(lam)
+    ces, zs, lses, counted, denom = [], [], [], 0, mpmath.mpf(0)
+    for row, target in zip(scores, targets):
+        capped = [kappa * mpmath.tanh(mpmath.mpf(v) / kappa) for v in row]
+        lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in capped))
+        nll = [lse - v for v in capped]
+        lses.append(lse)
+        if probability:
+            ce = mpmath.fsum(wc * ((1 - eps) * tc + eps / n_classes) * q
+                             for wc, tc, q in zip(w, target, nll))
+            denom += 1
+        elif target == -100:
+            ces.append(mpmath.mpf(0))
+            zs.append(mpmath.mpf(0))
+            continue
+        else:
+            ce = (1 - eps) * w[target] * nll[target] + eps / n_classes * mpmath.fsum(
+                wc * q for wc, q in zip(w, nll))
+            denom += w[target]
+        ces.append(ce)
+        zs.append(lam * lse ** 2)
+        counted += 1
+    if reduction == "none":
+        return [a + b for a, b in zip(ces, zs)], zs, lses
+    if reduction == "sum":
+        return mpmath.fsum(ces) + mpmath.fsum(zs), mpmath.fsum(zs), lses
+    return mpmath.fsum(ces) / denom + mpmath.fsum(zs) / counted, mpmath.fsum(zs) / counted, lses
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("probability", [False, True], ids=["index", "probability"])
+def test_option_evaluator_matches_definition_and_derivative(reduction, probability):
+    rng = random.Random(11)
+    scores = [[rng.uniform(-4, 4) for _ in range(4)] for _ in range(3)]
+    targets = ([[rng.uniform(0, 1) for _ in range(4)] for _ in range(3)] if probability
+               else [2, -100, 0])
+    weight, eps_value, lam, kappa = [0.5, 2.0, 1.25, 3.0], 0.1, 0.3, 1.5
+    ref = evaluate.reference_options(scores, targets, n_classes=4, reduction=reduction,
+                                     weight=weight, label_smoothing=eps_value, z_loss=lam,
+                                     softcap=kappa)
+    tol = mpmath.mpf(10) ** -18
+    with mpmath.workdps(40):
+        loss, z, lse = _direct_options(scores, targets, reduction, weight, eps_value, lam,
+                                       mpmath.mpf(kappa), probability)
+        for got, want in ((ref.loss, loss), (ref.z, z), (ref.lse, lse)):
+            for a, b in zip(got if isinstance(got, list) else [got],
+                            want if isinstance(want, list) else [want]):
+                assert abs(mpmath.mpf(a) - b) <= tol * (1 + abs(b))
+        for r in range(3):
+            for q in range(4):
+                def total(t, r=r, q=q):
+                    moved = [[mpmath.mpf(v) for v in row] for row in scores]
+                    moved[r][q] += t
+                    value = _direct_options(moved, targets, reduction, weight, eps_value, lam,
+                                            mpmath.mpf(kappa), probability)[0]
+                    return mpmath.fsum(value) if reduction == "none" else value
+                assert abs(mpmath.mpf(ref.grad[r][q]) - mpmath.diff(total, 0)) <= tol
+
+
+def test_option_conventions():
+    inf = mpmath.inf
+    # soft-capping keeps -inf (gradient 0 there); probability targets of 0 on it: finite loss
+    ref = evaluate.reference_options([[0.0, -inf, 1.0]], [[0.5, 0.0, 0.5]], n_classes=3,
+                                     reduction="sum", softcap=2.0, z_loss=0.5)
+    assert ref.grad[0][1] == "0.0" and ref.loss != "inf"
+    plain = evaluate.reference_options([[0.0, -inf, 1.0]], [[0.5, 0.0, 0.5]], n_classes=3,
+                                       reduction="sum")
+    assert plain.grad[0][1] == "0.0" and plain.loss not in ("inf", "nan")
+    smooth = evaluate.reference_options([[0.0, -inf, 1.0]], [[0.5, 0.0, 0.5]], n_classes=3,
+                                        reduction="sum", label_smoothing=0.25)
+    with mpmath.workdps(40):
+        assert smooth.loss == "inf"
+        assert smooth.grad[0][1] == evaluate.format_value(-mpmath.mpf(0.25) / 3)
+    # every row ignored: mean NaN (loss and z), zero gradient; lse of every row
+    ignored = evaluate.reference_options([[1.0, 2.0]], [-100], n_classes=2, reduction="mean",
+                                         z_loss=0.5)
+    assert (ignored.loss, ignored.z, ignored.grad) == ("nan", "nan", [["0.0", "0.0"]])
+    with mpmath.workdps(40):
+        assert ignored.lse == [evaluate.format_value(mpmath.log(mpmath.e + mpmath.e ** 2))]
+    # "mean": the z part divided by the number of counted rows, the CE part by sum w_y
+    two = evaluate.reference_options([[0.0, 0.0], [0.0, 0.0]], [0, 1], n_classes=2,
+                                     reduction="mean", weight=[1.0, 3.0], z_loss=1.0)
+    with mpmath.workdps(40):
+        assert two.z == evaluate.format_value(mpmath.log(2) ** 2)
+        assert two.loss == evaluate.format_value(mpmath.log(2) + mpmath.log(2) ** 2)
+        # probability targets: both parts divided by N
+        prob = evaluate.reference_options([[0.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 2.0]],
+                                          n_classes=2, reduction="mean", z_loss=1.0)
+        assert prob.loss == evaluate.format_value(3 * mpmath.log(2) / 2 + mpmath.log(2) ** 2)
+
+
+def test_options_cases_check_reports_a_stale_file(tmp_path, monkeypatch, capsys):
+    from symbolic import cases_options
+    monkeypatch.setattr(cases_options, "render", lambda: b'{"cases": []}\n')
+    target = tmp_path / "reference_cases_options.json"
+    assert cases_options.main(["--check", "--output", str(target)]) == 1  # missing
+    assert cases_options.main(["--output", str(target)]) == 0
+    assert cases_options.main(["--check", "--output", str(target)]) == 0
+    target.write_bytes(b'{"cases": [1]}\n')
+    assert cases_options.main(["--check", "--output", str(target)]) == 1
+    assert "python -m symbolic.cases_options" in capsys.readouterr().err
+
+
+def test_options_inputs_are_rounded_to_the_dtype_before_evaluation():
+    from symbolic import cases_options
+    spec = cases_options.OptionCase("t", "t", lambda rng, dtype: ([[0.1, 0.2]], [[0.3, 0.7]]), 2,
+                                    probability=True, z_loss={"float32": 0.5, "float64": 0.5},
+                                    softcap=2.0)
+    case = cases_options.build_case(spec, "float32", "sum", random.Random(0))
+    assert case["scores"] == [["0.10000000149011612", "0.20000000298023224"]]
+    assert case["labels"] == [["0.30000001192092896", "0.699999988079071"]]
+    exact = evaluate.reference_options([[0.10000000149011612, 0.20000000298023224]],
+                                       [[0.30000001192092896, 0.699999988079071]], n_classes=2,
+                                       reduction="sum", z_loss=0.5, softcap=2.0)
+    assert (case["expected"]["loss"], case["expected"]["z"]) == (exact.loss, exact.z)
+    assert case["expected"]["lse"] == exact.lse and case["expected"]["grad"] == exact.grad
