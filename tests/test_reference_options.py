@@ -8,8 +8,7 @@ exact (to 20 digits) for the inputs it stores.
 
 * Every case goes through ``softmax_cross_entropy`` and ``cross_entropy`` with
   ``num_threads`` 1 and 2, on every SIMD target the CPU supports, with and
-  without ``return_z_loss`` and ``return_lse`` (skipped while
-  ``softmax_cross_entropy`` has no ``z_loss`` keyword).
+  without ``return_z_loss`` and ``return_lse``.
 * An independent float64 NumPy implementation of the options (below, written
   from their definitions) agrees with every case: this checks the cases
   themselves, kernels or not; rounded to each case's dtype it also passes the
@@ -43,7 +42,6 @@ where it is 0 must be exactly 0.
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from dataclasses import dataclass
@@ -66,18 +64,6 @@ HOW_TO_FIX = (f"The expected values are generated: if the derivation or the case
 CASES = json.loads(DATA.read_text(encoding="utf-8"))["cases"]
 FLOAT64_CASES = [c for c in CASES if c["dtype"] == "float64"]
 OUTPUTS = ("loss", "grad", "z", "lse")
-
-
-def _accepts_options() -> bool:
-    try:
-        parameters = inspect.signature(cysoftmax.softmax_cross_entropy).parameters
-    except (TypeError, ValueError):
-        return False
-    return "z_loss" in parameters
-
-
-needs_options = pytest.mark.skipif(
-    not _accepts_options(), reason="cysoftmax.softmax_cross_entropy does not accept z_loss")
 
 
 # --------------------------------------------------------------------------
@@ -358,7 +344,6 @@ def _caught(problems: list[str], which: str) -> bool:
 # --------------------------------------------------------------------------
 # The public API (once it has the options)
 # --------------------------------------------------------------------------
-@needs_options
 @pytest.mark.parametrize("num_threads", [1, 2], ids=lambda n: f"threads{n}")
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_public_api_matches_reference(case, num_threads, simd_target):
@@ -366,7 +351,6 @@ def test_public_api_matches_reference(case, num_threads, simd_target):
     assert not problems, _report(case, problems, num_threads)
 
 
-@needs_options
 @pytest.mark.parametrize("case, which", SHARPNESS, ids=[f"{c['id']}-{w}" for c, w in SHARPNESS])
 def test_perturbation_of_the_api_is_detected(case, which):
     problems = check_case(case, Perturbed(cysoftmax, which), num_threads=1)
@@ -374,7 +358,6 @@ def test_perturbation_of_the_api_is_detected(case, which):
         f"case {case['id']}: a 1e-7 relative error in {which} went unnoticed"
 
 
-@needs_options
 def test_options_default_to_the_plain_loss():
     """z_loss=0 and softcap=None give the results of a call without them."""
     rng = np.random.default_rng(5)
