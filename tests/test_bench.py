@@ -306,7 +306,7 @@ def test_torch_training_runs_at_a_tiny_size(tmp_path):
         tiny = {"batch": 32, "features": 4, "hidden": 8, "classes": 10, "threads": 1,
                 "steps": 2, "warmup": 0}
         answers = [torch_training.train_worker(dict(tiny, variant=v))
-                   for v in ("torch", "torch-chunked")]
+                   for v in ("torch", "torch-chunked", "floor")]
         report["loss"] = torch_training.loss_worker(
             {"threads": 1, "shapes": [[8, 5]], "budget": 0.02, "repeats": 3})
     finally:
@@ -316,6 +316,7 @@ def test_torch_training_runs_at_a_tiny_size(tmp_path):
         assert answers[1]["losses"][0] == pytest.approx(answers[0]["losses"][0], rel=1e-5)
     else:
         assert "no F.linear_cross_entropy" in answers[1]["skipped"]
+    assert answers[2]["losses"] == [0.0, 0.0] and len(answers[2]["step_s"]) == 2
     row, = report["loss"]["rows"]
     assert row["shape"] == [8, 5] and row["speedup"] > 0
     assert row["check"]["grad_max_abs_diff"] < 1e-6
