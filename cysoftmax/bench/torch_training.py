@@ -49,7 +49,10 @@ Loss alone
     ``cysoftmax.torch.cross_entropy(x, y, num_threads=t)`` and ``F.cross_entropy(x,
     y)``, each followed by ``torch.autograd.grad`` (forward and backward), at each
     ``--loss-shapes`` shape, in one fresh process, their samples taken in turn
-    (:func:`cysoftmax.bench.measure_group`).
+    (:func:`cysoftmax.bench.measure_group`) with those of the kernel alone:
+    ``cysoftmax.softmax_cross_entropy(scores, labels, out=grad, num_threads=t)`` on
+    the same memory, into a preallocated gradient (what the operator adds to it is
+    the gradient's allocation, the backward's scaling and the dispatch).
 
 Every process imports cysoftmax before torch (so all of them run with the OpenMP
 settings cysoftmax makes, see :mod:`cysoftmax._openmp_env`). Speed-ups are other /
@@ -69,6 +72,7 @@ import subprocess
 import sys
 import time
 import warnings
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .children import python_command
@@ -219,11 +223,13 @@ def train_worker(request: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def loss_worker(request: Dict[str, Any]) -> Dict[str, Any]:
-    """Forward + backward of the loss alone at each shape, cysoftmax and torch in turn."""
+    """Forward + backward of the loss alone at each shape, cysoftmax and torch in turn,
+    and cysoftmax's kernel alone (NumPy API, preallocated gradient)."""
     import torch
     import torch.nn.functional as F
 
     import cysoftmax.torch as ct
+    from cysoftmax import softmax_cross_entropy
 
     threads = request["threads"]
     torch.set_num_threads(threads)
@@ -249,12 +255,18 @@ def loss_worker(request: Dict[str, Any]) -> Dict[str, Any]:
             grads[name] = torch.autograd.grad(loss, x)[0]
         check["grad_max_abs_diff"] = (grads["cysoftmax"] - grads["torch"]).abs().max().item()
         del grads, loss
-        timings = measure_group({k: forward_backward(f, x, y) for k, f in losses.items()},
-                                request["budget"], request["repeats"])
+        loops = {k: forward_backward(f, x, y) for k, f in losses.items()}
+        # the kernel alone, through the NumPy API into a preallocated gradient: what the
+        # operator adds (allocations, the backward's scaling, dispatch) is the difference
+        scores, labels = x.detach().numpy(), y.numpy()
+        out = torch.empty_like(x).numpy()
+        loops["kernel"] = loop_of(partial(softmax_cross_entropy, scores, labels, out=out,
+                                          num_threads=threads))
+        timings = measure_group(loops, request["budget"], request["repeats"])
         rows.append({"shape": [n, c], "timings": timings, "check": check,
                      "speedup": timings["torch"]["median_ns"]
                      / timings["cysoftmax"]["median_ns"]})
-        del x, y
+        del x, y, scores, labels, out, loops
         gc.collect()
     return {"threads": torch.get_num_threads(), "rows": rows}
 
@@ -438,10 +450,11 @@ def _train_table(report: Report) -> Tuple[List[str], List[List[str]]]:
 
 def _loss_table(report: Report) -> Tuple[List[str], List[List[str]]]:
     header = ["shape", "cysoftmax", "F.cross_entropy", "speed-up of cysoftmax",
-              "max abs grad diff"]
+              "kernel alone (out=)", "max abs grad diff"]
     rows = [[f"{r['shape'][0]}x{r['shape'][1]}",
              fmt_time(r["timings"]["cysoftmax"]["median_ns"]),
              fmt_time(r["timings"]["torch"]["median_ns"]), f"{r['speedup']:.2f}x",
+             fmt_time(r["timings"].get("kernel", {}).get("median_ns")),
              f"{r['check']['grad_max_abs_diff']:.1e}"]
             for r in report["loss"].get("rows", [])]
     return header, rows
