@@ -317,6 +317,16 @@ def test_torch_training_runs_at_a_tiny_size(tmp_path):
     else:
         assert "no F.linear_cross_entropy" in answers[1]["skipped"]
     assert answers[2]["losses"] == [0.0, 0.0] and len(answers[2]["step_s"]) == 2
+    # the floor's backward gives the first call's gradient of the mean loss, every time
+    F = torch.nn.functional
+    g = torch.Generator().manual_seed(0)
+    h, W, b = (torch.randn(*s, generator=g, requires_grad=True) for s in [(6, 4), (5, 4), (5,)])
+    y = torch.randint(0, 5, (6,), generator=g)
+    floor_loss = torch_training._loss_of("floor", 1, (6, 5))
+    ref = torch.autograd.grad(F.cross_entropy(F.linear(h, W, b), y), (h, W, b))
+    for _ in range(2):
+        for mine, r in zip(torch.autograd.grad(floor_loss(h, W, b, y), (h, W, b)), ref):
+            torch.testing.assert_close(mine, r, rtol=1e-5, atol=1e-7)
     row, = report["loss"]["rows"]
     assert row["shape"] == [8, 5] and row["speedup"] > 0
     assert row["check"]["grad_max_abs_diff"] < 1e-6

@@ -28,9 +28,10 @@ Training step
         2.13 or later; reported as skipped where it is missing)
     ``floor``
         ``F.linear(h, W, b)`` and a loss that costs nothing: its forward returns 0
-        and its backward a gradient computed before the steps. The step's time and
-        memory without the loss's own: what an unfused loss, however fast, cannot go
-        below (the output layer's matrix products dominate a large layer's step)
+        and its backward a fixed gradient (that of the mean loss at the first call,
+        a warm-up step when ``warmup >= 1``). The step's time and memory without the
+        loss's own: what an unfused loss, however fast, cannot go below (the output
+        layer's matrix products dominate a large layer's step)
 
     Each variant runs in a fresh Python process (per round, the variants in turn):
     the model, data and optimizer are built from the same seed, then ``warmup``
@@ -88,7 +89,7 @@ VARIANT_CODE = {
     "torch-chunked": "F.linear_cross_entropy(h, W, y, linear_bias=b, "
                      "options=nn.LinearCrossEntropyOptions())",
     "floor": "F.linear(h, W, b), then a loss whose forward returns 0 and whose backward "
-             "returns a precomputed gradient",
+             "returns a fixed gradient (the mean loss's at the warm-up step)",
 }
 DEFAULT_LOSS_SHAPES: List[Tuple[int, int]] = [(4096, 32000), (4096, 1000)]
 SEED = 20261201
@@ -153,18 +154,22 @@ def _loss_of(variant: str, threads: int, shape: Tuple[int, int]) -> Callable[...
         return lambda h, W, b, y: F.linear_cross_entropy(h, W, y, linear_bias=b,
                                                          options=options)
     if variant == "floor":
-        gradient = torch.full(shape, 1.0 / (shape[0] * shape[1]))
+        kept: List[Any] = []  # the gradient of the first call's mean loss
 
         class FreeLoss(torch.autograd.Function):
             @staticmethod
-            def forward(ctx: Any, logits: Any) -> Any:
+            def forward(ctx: Any, logits: Any, y: Any) -> Any:
+                if not kept:  # the warm-up step: realistic values, computed once
+                    p = torch.softmax(logits, dim=1)
+                    p[torch.arange(len(y)), y] -= 1.0
+                    kept.append(p.div_(len(y)))
                 return logits.new_zeros(())
 
             @staticmethod
             def backward(ctx: Any, grad_output: Any) -> Any:
-                return gradient
+                return kept[0], None
 
-        return lambda h, W, b, y: FreeLoss.apply(F.linear(h, W, b))
+        return lambda h, W, b, y: FreeLoss.apply(F.linear(h, W, b), y)
     raise ValueError(f"unknown variant {variant!r}")
 
 
