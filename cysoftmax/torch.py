@@ -24,7 +24,8 @@ registered autograd formulas, so ``torch.compile(..., fullgraph=True)`` traces t
 Devices, dtypes and targets
 ---------------------------
 - Input not on the CPU (CUDA, MPS, ...): ``torch.nn.functional.cross_entropy`` is called
-  instead, with the same arguments.
+  instead, with the same arguments.  So it is when `target` or `weight` is not on the CPU
+  while the input is, and PyTorch raises its error for tensors on different devices.
 - float16 and bfloat16 CPU input: computed in float32 (the input, and `weight`, are cast
   to float32); the loss is cast back to the input's dtype, and so is the gradient (by
   the autograd of the cast).  Each is a float32 result rounded once, so it may differ
@@ -67,20 +68,46 @@ _HALF = (torch.float16, torch.bfloat16)
 def _cross_entropy_op(input: Tensor, target: Tensor, weight: Optional[Tensor],
                       ignore_index: int, reduction: str, label_smoothing: float,
                       num_threads: int) -> Tuple[Tensor, Tensor]:
-    """Loss and gradient of ``(M, C)`` scores (class axis last) with targets ``(M,)``.
+    """Loss and gradient of ``(M, C)`` scores (class axis last) with targets of ``M``
+    elements, in the caller's target shape (``()``, ``(N,)`` or ``(N, d1, ..., dk)``), which
+    the error for a target out of range refers to.
 
     ``num_threads=0`` uses ``torch.get_num_threads()``, read when the kernel runs (also
     inside a compiled graph, where the wrapper cannot call it).
     """
     scores = input.detach().numpy()  # a view: no copy
-    labels = target.detach().numpy()
+    labels = target.detach().reshape(-1).numpy()
     w = None if weight is None else weight.detach().numpy()
     grad = torch.empty(tuple(input.shape), dtype=input.dtype)  # C-contiguous
-    loss, _ = softmax_cross_entropy(scores, labels, reduction=reduction, weight=w,
-                                    ignore_index=ignore_index,
-                                    label_smoothing=label_smoothing, out=grad.numpy(),
-                                    num_threads=num_threads or torch.get_num_threads())
+    error: Optional[IndexError] = None
+    try:
+        loss, _ = softmax_cross_entropy(scores, labels, reduction=reduction, weight=w,
+                                        ignore_index=ignore_index,
+                                        label_smoothing=label_smoothing, out=grad.numpy(),
+                                        num_threads=num_threads or torch.get_num_threads())
+    except IndexError:
+        error = _target_range_error(labels, tuple(target.shape), scores.shape[1],
+                                    ignore_index)
+        if error is None:  # the target changed while the kernel ran: the kernel's error
+            raise
+    if error is not None:  # raised outside the handler: no chained "labels" error
+        raise error
     return torch.from_numpy(np.array(loss, dtype=scores.dtype)), grad
+
+
+def _target_range_error(labels: np.ndarray, shape: Tuple[int, ...], n_classes: int,
+                        ignore_index: int) -> Optional[IndexError]:
+    """The ``IndexError`` for the first target outside ``[0, n_classes)`` that is not
+    `ignore_index`, naming ``target`` and its index in `shape` (the target's own
+    shape, of which `labels` is the flat copy); None when every target is valid."""
+    bad = np.flatnonzero((labels != ignore_index) & ((labels < 0) | (labels >= n_classes)))
+    if bad.size == 0:
+        return None
+    pos = int(bad[0])
+    where = ("[" + ", ".join(str(int(i)) for i in np.unravel_index(pos, shape)) + "]"
+             if shape else "")
+    return IndexError(f"target{where} = {labels[pos]} is not a class index in "
+                      f"[0, {n_classes}) and not ignore_index ({ignore_index})")
 
 
 @_cross_entropy_op.register_fake
@@ -96,15 +123,17 @@ def _cross_entropy_setup_context(ctx: Any, inputs: Tuple[Any, ...],
     input, target, weight, ignore_index, reduction, label_smoothing, _ = inputs
     grad = output[1]
     ctx.mark_non_differentiable(grad)
-    ctx.save_for_backward(input, target, weight, grad)
+    # no zero tensor of the input's size for the gradient output's (absent) gradient
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(input, target.reshape(-1), weight, grad)
     ctx.options = (ignore_index, reduction, label_smoothing)
 
 
-def _cross_entropy_backward(ctx: Any, grad_loss: Tensor,
+def _cross_entropy_backward(ctx: Any, grad_loss: Optional[Tensor],
                             _grad_grad: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
     input, target, weight, grad = ctx.saved_tensors
     grad_input = None
-    if ctx.needs_input_grad[0]:
+    if ctx.needs_input_grad[0] and grad_loss is not None:
         grad_input = _scale_gradient_op(grad, grad_loss, input, target, weight, *ctx.options)
     return grad_input, None, None, None, None, None, None
 
@@ -230,9 +259,11 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
         Bad shapes, an unknown reduction, the deprecated arguments, and the kernel's
         checks (`label_smoothing` outside [0, 1], a weight of the wrong length).
     IndexError
-        A target outside ``[0, C)`` that is not `ignore_index`.
+        A target outside ``[0, C)`` that is not `ignore_index`; the message gives its
+        index in `target`'s own shape, e.g. ``target[1, 2, 3] = 7``.
     RuntimeError
-        A `weight` that requires a gradient (as ``F.cross_entropy``).
+        A `weight` that requires a gradient (as ``F.cross_entropy``), and (from
+        ``F.cross_entropy``) `target` or `weight` on another device than `input`.
 
     Examples
     --------
@@ -247,19 +278,22 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     _check_legacy(size_average, reduce)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if (input.device.type != "cpu" or target.is_floating_point()
+    if (input.device.type != "cpu" or target.device.type != "cpu"
+            or (weight is not None and weight.device.type != "cpu")
+            or target.is_floating_point()
             or input.dtype not in (torch.float32, torch.float64) + _HALF):
+        # other devices, and tensors on different devices (PyTorch raises its error)
         return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
                                reduction=reduction, label_smoothing=label_smoothing)
     if input.dim() == 0:
         raise ValueError("input must have at least one dimension (the classes)")
     unbatched = input.dim() == 1
-    if unbatched:
-        input, target = input.unsqueeze(0), target.unsqueeze(0)
-    expected = (input.shape[0],) + tuple(input.shape[2:])
+    expected = (() if unbatched else (input.shape[0],) + tuple(input.shape[2:]))
     if tuple(target.shape) != expected:
         raise ValueError(f"target has shape {tuple(target.shape)}, expected {expected} "
                          f"for input of shape {tuple(input.shape)}")
+    if unbatched:
+        input = input.unsqueeze(0)
     if weight is not None and weight.requires_grad and torch.is_grad_enabled():
         raise RuntimeError("cysoftmax.torch.cross_entropy is not differentiable with respect "
                            "to weight (as PyTorch's nll_loss): pass weight.detach()")
@@ -273,10 +307,11 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     if num_threads is not None and num_threads < 1:
         raise ValueError(f"num_threads must be at least 1, got {num_threads}")
     loss: Tensor
-    loss, _ = _cross_entropy_op(scores, target.reshape(-1), weight, ignore_index, reduction,
+    # the target in its own shape: an error for a target out of range gives its index there
+    loss, _ = _cross_entropy_op(scores, target, weight, ignore_index, reduction,
                                 float(label_smoothing), num_threads or 0)
     if reduction == "none":
-        loss = loss.reshape(() if unbatched else expected)
+        loss = loss.reshape(expected)
     return loss.to(dtype)
 
 

@@ -262,3 +262,104 @@ def test_report_says_jax_runs_on_the_cpu(monkeypatch):
     assert all("jax" in entry["timings"] for entry in result["results"])
     for text in (report.format_text(result), report.format_markdown(result)):
         assert "on the CPU (JAX_PLATFORMS=cpu" in text
+
+
+# python -m cysoftmax.bench.torch_training, at a tiny size: the logits are 64 MiB (blocks
+# that glibc returns to the system when freed, so that the peak memory is measurable)
+TORCH_TINY = ["--batch", "512", "--features", "8", "--hidden", "16", "--classes", "32768",
+              "--steps", "1", "--warmup", "1", "--threads", "1", "--loss-shapes", "none",
+              "--quiet"]
+
+
+def test_torch_training_runs_at_a_tiny_size(tmp_path):
+    torch = pytest.importorskip("torch")
+    from cysoftmax.bench import torch_training
+    # two variants in fresh processes (each costs seconds of imports); the third variant
+    # and the loss section's worker run in this process below
+    proc = subprocess.run(
+        [sys.executable, "-m", "cysoftmax.bench.torch_training", *TORCH_TINY,
+         "--variants", "cysoftmax,torch", "--json"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["command"].startswith("python -m cysoftmax.bench.torch_training")
+    assert report["settings"]["logits_mib"] == 64
+    train = report["train"]
+    assert list(train) == ["cysoftmax", "torch"]
+    log_c = np.log(32768)
+    for name, entry in train.items():
+        assert "error" not in entry and "skipped" not in entry, entry
+        assert entry["threads"] == 1 and entry["steps"] == 1 and entry["processes"] == 1
+        assert 0 < entry["min_step_s"] <= entry["median_step_s"]
+        assert len(entry["losses"]) == 2  # warm-up and timed step
+        # the same model and data in both; a fresh output layer gives about log C
+        assert abs(entry["first_loss"] - log_c) < 0.5
+        assert entry["first_loss_rel_diff_vs_torch"] < 1e-5
+        # both hold the logits and at least one more tensor of their size at once
+        assert entry["peak_above_baseline_mib"] >= 64 * 1.5, entry
+    assert train["torch"]["speedup_of_cysoftmax"] > 0
+    assert train["torch"]["memory_factor_of_cysoftmax"] > 0
+    assert report["loss"] == {}
+
+    threads = torch.get_num_threads()
+    try:
+        tiny = {"batch": 32, "features": 4, "hidden": 8, "classes": 10, "threads": 1,
+                "steps": 2, "warmup": 0}
+        answers = [torch_training.train_worker(dict(tiny, variant=v))
+                   for v in ("torch", "torch-chunked", "floor")]
+        report["loss"] = torch_training.loss_worker(
+            {"threads": 1, "shapes": [[8, 5]], "budget": 0.02, "repeats": 3})
+    finally:
+        torch.set_num_threads(threads)
+    if hasattr(torch.nn.functional, "linear_cross_entropy"):
+        assert len(answers[1]["step_s"]) == 2 and answers[1]["threads"] == 1
+        assert answers[1]["losses"][0] == pytest.approx(answers[0]["losses"][0], rel=1e-5)
+    else:
+        assert "no F.linear_cross_entropy" in answers[1]["skipped"]
+    assert answers[2]["losses"] == [0.0, 0.0] and len(answers[2]["step_s"]) == 2
+    # the floor's backward gives the first call's gradient of the mean loss, every time
+    F = torch.nn.functional
+    g = torch.Generator().manual_seed(0)
+    h, W, b = (torch.randn(*s, generator=g, requires_grad=True) for s in [(6, 4), (5, 4), (5,)])
+    y = torch.randint(0, 5, (6,), generator=g)
+    floor_loss = torch_training._loss_of("floor", 1, (6, 5))
+    ref = torch.autograd.grad(F.cross_entropy(F.linear(h, W, b), y), (h, W, b))
+    for _ in range(2):
+        for mine, r in zip(torch.autograd.grad(floor_loss(h, W, b, y), (h, W, b)), ref):
+            torch.testing.assert_close(mine, r, rtol=1e-5, atol=1e-7)
+    row, = report["loss"]["rows"]
+    assert row["shape"] == [8, 5] and row["speedup"] > 0
+    assert row["check"]["grad_max_abs_diff"] < 1e-6
+    assert row["check"]["cysoftmax_loss_rel_err"] < 1e-6
+    assert set(row["timings"]) == {"cysoftmax", "torch", "kernel"}
+    report["goals"] = torch_training.evaluate_goals(report)
+    assert [g["holds"] in (True, False) for g in report["goals"]] == [True] * 3
+    report["total_seconds"] = 1.0
+    text = torch_training.format_text(report)
+    assert "speed-up of cysoftmax" in text and "goals:" in text and "8x5" in text
+    md = torch_training.format_markdown(report)
+    assert "| variant | time per step |" in md and "| 8x5 |" in md and "Goals:" in md
+
+
+def test_torch_training_reports_a_skipped_variant():
+    from cysoftmax.bench import torch_training
+    entry = torch_training._summarize_train(
+        "torch-chunked", [{"variant": "torch-chunked", "skipped": "torch 2.4 has no F.x"}])
+    report = {"settings": {"features": 8, "hidden": 4, "classes": 3, "batch": 2, "steps": 1,
+                           "warmup": 0, "rounds": 1, "logits_mib": 0.0, "threads": 1,
+                           "loss_repeats": 3},
+              "machine": {}, "versions": {}, "train": {"torch-chunked": entry}, "loss": {},
+              "total_seconds": 0.0}
+    report["goals"] = torch_training.evaluate_goals(report)
+    assert [g["holds"] for g in report["goals"]] == [None] * 3
+    assert "skipped: torch 2.4 has no F.x" in torch_training.format_text(report)
+
+
+@pytest.mark.parametrize("argv", [["--batch", "0"], ["--classes", "x"], ["--steps", "0"],
+                                  ["--warmup", "-1"], ["--variants", "jax"],
+                                  ["--loss-shapes", "8"], ["--loss-budget", "0"]])
+def test_torch_training_bad_arguments(argv):
+    from cysoftmax.bench import torch_training
+    with pytest.raises(SystemExit) as info:
+        torch_training.main(argv)
+    assert info.value.code == 2

@@ -3,7 +3,9 @@ reference), its registration (opcheck), autograd (gradcheck, gradgradcheck), dev
 dtypes, torch.compile and a training loop.  Skipped when torch is not installed."""
 
 import doctest
+import gc
 import os
+import re
 import subprocess
 import sys
 
@@ -178,6 +180,49 @@ def test_half_precision_computed_in_float32(dtype):
     torch.testing.assert_close(grad, ref_grad.to(dtype), rtol=eps, atol=1e-5)
 
 
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_module_nd(dtype, reduction):
+    """CrossEntropyLoss moved to a half dtype (its weight buffer too), on (N, C, d1, d2)
+    input: the loss and gradient in `dtype`, each a float32 result rounded once."""
+    x, t, kw = _case((4, 6, 3, 2), dtype=dtype, seed=12, **OPTIONS["all"])
+    module = ct.CrossEntropyLoss(kw["weight"].double(), ignore_index=2, reduction=reduction,
+                                 label_smoothing=0.3).to(dtype)
+    assert module.weight.dtype == dtype
+    loss, grad = _loss_and_grad(module, x, t)
+    assert loss.dtype == grad.dtype == dtype and loss.shape == (() if reduction != "none"
+                                                                else t.shape)
+    ref_loss, ref_grad = _loss_and_grad(F.cross_entropy, x.double(), t, reduction=reduction,
+                                        weight=module.weight.double(), ignore_index=2,
+                                        label_smoothing=0.3)
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(loss, ref_loss.to(dtype), rtol=eps, atol=0)
+    torch.testing.assert_close(grad, ref_grad.to(dtype), rtol=eps, atol=1e-5)
+
+
+@needs_torch_linear_ce
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_linear_cross_entropy_half_precision(dtype):
+    """The linear layer in `dtype` (F.linear), the loss computed in float32: the loss and
+    the gradients of input, linear_weight and linear_bias in `dtype`, within two units in
+    the last place (of the largest entry) of PyTorch's own F.linear_cross_entropy in
+    `dtype`."""
+    g = torch.Generator().manual_seed(13)
+    x, lw = torch.randn(16, 8, generator=g), torch.randn(5, 8, generator=g)
+    lb, t = torch.randn(5, generator=g), torch.randint(0, 5, (16,), generator=g)
+    results = []
+    for fn in (ct.linear_cross_entropy, F.linear_cross_entropy):
+        leaves = [a.to(dtype).requires_grad_() for a in (x, lw, lb)]
+        loss = fn(leaves[0], leaves[1], t, linear_bias=leaves[2], label_smoothing=0.1)
+        results.append((loss, torch.autograd.grad(loss, leaves)))
+    eps = torch.finfo(dtype).eps
+    (loss, grads), (ref_loss, ref_grads) = results
+    assert loss.dtype == dtype and all(gr.dtype == dtype for gr in grads)
+    torch.testing.assert_close(loss, ref_loss, rtol=2 * eps, atol=0)
+    for gr, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(gr, ref, rtol=0, atol=2 * eps * ref.abs().max().item())
+
 @pytest.mark.parametrize("target_dtype", [torch.uint8, torch.int16, torch.int32])
 def test_integer_target_dtypes(target_dtype):
     x, t, kw = _case((10, 7), seed=4)
@@ -243,6 +288,53 @@ def test_errors():
     with pytest.raises(RuntimeError, match="weight"):  # as F.cross_entropy
         ct.cross_entropy(x, t, weight=torch.ones(3, requires_grad=True))
 
+
+
+def _bad_target(shape, pos, value, dtype=torch.long, transposed=False):
+    t = torch.zeros(shape, dtype=dtype)
+    if transposed:  # a non-contiguous view of the same shape
+        t = torch.zeros((shape[0],) + tuple(reversed(shape[1:])), dtype=dtype).transpose(1, 2)
+    t[pos] = value
+    return t
+
+
+@pytest.mark.parametrize("input_shape, target, where, value, ignore_index", [
+    ((5, 3), torch.tensor([0, 1, 2, 3, 0]), "[3]", 3, -100),
+    ((2, 3, 4, 5), _bad_target((2, 4, 5), (1, 2, 3), 7), "[1, 2, 3]", 7, -100),
+    ((2, 3, 4, 5), _bad_target((2, 4, 5), (0, 3, 1), -1, transposed=True), "[0, 3, 1]", -1,
+     -100),
+    ((3,), torch.tensor(9), "", 9, -100),
+    ((3, 3), torch.tensor([-100, 1, 4]), "[2]", 4, -100),  # the ignored one is fine
+    ((2, 3), torch.tensor([5, -100]), "[1]", -100, 5),
+    ((2, 3), torch.tensor([0, 200], dtype=torch.uint8), "[1]", 200, -100),
+], ids=["1d", "3d", "3d-transposed", "unbatched", "after-ignored", "ignore-5", "uint8"])
+def test_target_out_of_range_names_target_and_its_index(input_shape, target, where, value,
+                                                         ignore_index):
+    """The IndexError names `target` (not the NumPy API's `labels`) with the index in the
+    target's own shape (N, d1, ...), not in the flattened batch."""
+    message = (rf"^target{re.escape(where)} = {value} is not a class index in \[0, 3\) "
+               rf"and not ignore_index \({ignore_index}\)$")
+    x = torch.randn(input_shape, requires_grad=True)
+    for fn in (ct.cross_entropy, ct.CrossEntropyLoss(ignore_index=ignore_index)):
+        kw = dict(ignore_index=ignore_index) if fn is ct.cross_entropy else {}
+        with pytest.raises(IndexError, match=message) as info:
+            fn(x, target, **kw)
+        assert info.value.__context__ is None  # no chained error about "labels"
+    if len(input_shape) == 2:  # through the linear layer: logits of the same shape
+        with pytest.raises(IndexError, match=message):
+            ct.linear_cross_entropy(torch.randn(input_shape[0], 4), torch.randn(3, 4), target,
+                                    ignore_index=ignore_index)
+
+
+def test_target_or_weight_on_another_device_is_torchs_error():
+    """A CPU input with a target or weight elsewhere: PyTorch's device error, as
+    F.cross_entropy (not a kernel call on memory that is not there)."""
+    x = torch.randn(4, 3, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 0])
+    for kw in (dict(target=t.to("meta")), dict(target=t, weight=torch.ones(3, device="meta"))):
+        for fn in (F.cross_entropy, ct.cross_entropy):
+            with pytest.raises(RuntimeError, match="device"):
+                fn(x, **kw)
 
 def test_module_matches_torch_module():
     x, t, kw = _case((12, 5), seed=9, **OPTIONS["all"])
@@ -373,3 +465,66 @@ def test_linear_module_matches_torch_module(out_features):
     ref(x, t).backward()
     torch.testing.assert_close(mine.linear.weight.grad, ref.linear.weight.grad,
                                rtol=1e-12, atol=1e-14)
+
+
+def test_backward_adds_one_gradient_sized_tensor():
+    """The forward keeps the gradient (one tensor of the input's size); the backward adds
+    one more, the scaled gradient, and no zero tensor for the gradient output's (absent)
+    gradient.  Measured as the peak resident size above the size before the call (Linux)."""
+    from cysoftmax.bench.torch_training import _reset_peak, _status_kib
+    x = torch.randn(512, 32768, requires_grad=True)  # 64 MiB: blocks glibc returns when freed
+    t = torch.randint(0, 32768, (512,))
+    size_mib = x.numel() * x.element_size() / 2**20
+    peaks = []
+    for _ in range(2):  # the first call also loads code
+        gc.collect()
+        before = _status_kib("VmRSS")
+        if before is None or not _reset_peak():
+            pytest.skip("needs Linux's /proc/self/status and clear_refs")
+        loss = ct.cross_entropy(x, t, num_threads=1)
+        grad, = torch.autograd.grad(loss, x)
+        del loss, grad
+        peaks.append((_status_kib("VmHWM") - before) / 1024)
+    assert 1.9 * size_mib <= peaks[-1] < 2.5 * size_mib, (peaks, size_mib)
+
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+README_IMPORT = "from cysoftmax.torch import CrossEntropyLoss, cross_entropy\n"
+
+
+def _run_readme_torch_example(loss_module, loss_function):
+    """Run the README's PyTorch example with its imports replaced by `loss_module` and
+    `loss_function`; the loss of each training step and the example's variables."""
+    with open(README, encoding="utf-8") as fh:
+        blocks = re.findall(r"```python\n(.*?)```", fh.read(), flags=re.S)
+    block, = [b for b in blocks if README_IMPORT in b]
+    losses = []
+
+    class Recording(loss_module):
+        def forward(self, input, target):
+            loss = super().forward(input, target)
+            losses.append(loss.item())
+            return loss
+
+    namespace = {"CrossEntropyLoss": Recording, "cross_entropy": loss_function}
+    exec(compile(block.replace(README_IMPORT, ""), "README.md", "exec"), namespace)
+    return np.array(losses), namespace
+
+
+@pytest.mark.skipif(not os.path.exists(README), reason="needs the source tree")
+def test_readme_example_trains_as_with_torch(capsys):
+    """The README's training loop (same seed) with cysoftmax.torch and with torch.nn's
+    CrossEntropyLoss and F.cross_entropy: the model learns, and the losses of every step,
+    the trained parameters and the per-pixel example agree."""
+    mine, ns = _run_readme_torch_example(ct.CrossEntropyLoss, ct.cross_entropy)
+    ref, ref_ns = _run_readme_torch_example(torch.nn.CrossEntropyLoss, F.cross_entropy)
+    assert len(mine) == len(ref) == 100
+    assert mine[-1] < 0.4 * mine[0]  # it learns (from about log 3)
+    np.testing.assert_allclose(mine, ref, rtol=1e-4)
+    for p, q in zip(ns["model"].parameters(), ref_ns["model"].parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        accuracy = (ns["model"](ns["X"]).argmax(1) == ns["y"]).float().mean().item()
+    assert accuracy > 0.9
+    torch.testing.assert_close(ns["per_pixel"], ref_ns["per_pixel"], rtol=1e-6, atol=0)
+    assert ns["per_pixel"].shape == (4, 8, 8)

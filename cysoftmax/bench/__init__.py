@@ -52,6 +52,10 @@ that starts them (:mod:`cysoftmax.bench.children`).
 ``python -m cysoftmax.bench.load`` (:mod:`cysoftmax.bench.load`) times single
 calls alone and beside busy processes.
 
+``python -m cysoftmax.bench.torch_training`` (:mod:`cysoftmax.bench.torch_training`)
+times a PyTorch training step of an MLP classifier with ``cysoftmax.torch``'s loss
+against PyTorch's, with the peak memory of each, and the loss alone.
+
 Modules: :mod:`~cysoftmax.bench.timing` (the harness),
 :mod:`~cysoftmax.bench.inputs` (shapes, arrays), :mod:`~cysoftmax.bench.floor`,
 :mod:`~cysoftmax.bench.peers` (the implementations and the JAX child),
