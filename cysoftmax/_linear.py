@@ -52,7 +52,7 @@ _CLASS_CHUNK_ROWS = 256
 
 
 def _gemm(dtype):
-    from scipy.linalg import blas
+    from scipy.linalg import blas  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
     return blas.sgemm if dtype == np.float32 else blas.dgemm
 

@@ -155,7 +155,7 @@ def as_targets(labels: Any, shape: tuple, dtype: np.dtype, name: str = "labels",
             f"{name} as probability targets must have the dtype of {scores} "
             f"({np.dtype(dtype)}), got {arr.dtype}; convert with {name}.astype({scores}.dtype)"
         )
-    return np.require(arr, dtype=dtype, requirements="CA")
+    return np.require(arr, dtype=dtype, requirements=["C", "A"])
 
 
 def raise_bad_targets(row: np.ndarray, pos: int, batch_shape: Sequence[int],

@@ -2,12 +2,14 @@
 
 ``cysoftmax.cross_entropy`` works on NumPy arrays with the class axis last; this module
 wraps the same compiled kernel as a PyTorch operator (``torch.library.custom_op``) with
-the signature and semantics of ``torch.nn.functional.cross_entropy`` for class-index
-targets, the class axis second as in PyTorch.  ``import cysoftmax`` does not import
-torch; ``import cysoftmax.torch`` does.  ``linear_cross_entropy`` and
-``LinearCrossEntropyLoss`` follow PyTorch's (2.13) ``F.linear_cross_entropy`` and
-``nn.LinearCrossEntropyLoss``, unfused: the logits are computed by ``F.linear`` and then
-passed to ``cross_entropy`` (a fused linear layer and loss is not implemented).
+the signature and semantics of ``torch.nn.functional.cross_entropy`` (class indices or
+probability targets, plus z-loss and soft-capping as keywords), the class axis second as
+in PyTorch.  ``import cysoftmax`` does not import torch; ``import cysoftmax.torch`` does.
+``linear_cross_entropy`` and ``LinearCrossEntropyLoss`` follow PyTorch's (2.13)
+``F.linear_cross_entropy`` and ``nn.LinearCrossEntropyLoss``; on CPU float32/float64
+tensors they run the fused, chunked linear layer + loss of
+:func:`cysoftmax.linear_softmax_cross_entropy` (operator
+``cysoftmax::linear_cross_entropy``): the logits are never held whole.
 
 How it runs
 -----------
@@ -32,9 +34,10 @@ Devices, dtypes and targets
   from PyTorch's own half-precision result in the last bit.
 - Other input dtypes (integers, complex): ``torch.nn.functional.cross_entropy`` is
   called, which raises its own error.
-- Floating-point targets (class probabilities) are not class indices:
-  ``torch.nn.functional.cross_entropy`` is called.  Class-index targets may be of any
-  integer dtype (PyTorch itself requires int64).
+- Floating-point targets (class probabilities, of the input's shape and dtype) and the
+  keywords ``z_loss`` and ``softcap`` run on the operator ``cysoftmax::cross_entropy_options``
+  (its backward scales the kept gradient; it has no second derivative: asking for one is
+  an error).  Class-index targets may be of any integer dtype (PyTorch requires int64).
 - `weight` is not differentiable: one that requires a gradient raises a
   ``RuntimeError``, as in PyTorch (``nll_loss``).
 - Second (and higher) derivatives with respect to `input` are supported: the backward
@@ -55,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _linear
 from ._api import softmax_cross_entropy
 
 __all__ = ["cross_entropy", "CrossEntropyLoss", "linear_cross_entropy",
@@ -207,6 +211,175 @@ _scale_gradient_op.register_autograd(_scale_gradient_backward,
                                      setup_context=_scale_gradient_setup_context)
 
 
+# ---- probability targets, z-loss and soft-capping: the loss's options --------------
+
+@torch.library.custom_op("cysoftmax::cross_entropy_options", mutates_args=(),
+                         device_types="cpu")
+def _options_op(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int,
+                reduction: str, label_smoothing: float, z_loss: float, softcap: float,
+                num_threads: int) -> Tuple[Tensor, Tensor]:
+    """Loss and gradient of ``(M, C)`` scores with class indices (``M`` elements) or
+    probability targets (``(M, C)``), with z-loss and soft-capping (``softcap=0``: none)."""
+    scores = input.detach().numpy()
+    t = target.detach().numpy()
+    if not target.is_floating_point():
+        t = t.reshape(-1)
+    w = None if weight is None else weight.detach().numpy()
+    grad = torch.empty(tuple(input.shape), dtype=input.dtype)
+    loss, _ = softmax_cross_entropy(scores, t, reduction=reduction, weight=w,
+                                    ignore_index=ignore_index, label_smoothing=label_smoothing,
+                                    z_loss=z_loss, softcap=softcap or None, out=grad.numpy(),
+                                    num_threads=num_threads or torch.get_num_threads())
+    return torch.from_numpy(np.array(loss, dtype=scores.dtype)), grad
+
+
+@_options_op.register_fake
+def _options_fake(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int,
+                  reduction: str, label_smoothing: float, z_loss: float, softcap: float,
+                  num_threads: int) -> Tuple[Tensor, Tensor]:
+    loss_shape = (input.shape[0],) if reduction == "none" else ()
+    return input.new_empty(loss_shape), input.new_empty(input.shape)
+
+
+@torch.library.custom_op("cysoftmax::scale_rows", mutates_args=())
+def _scale_rows_op(grad: Tensor, grad_loss: Tensor) -> Tensor:
+    """``grad * grad_loss`` (a scalar, or one value per row of grad).  It has no
+    autograd formula: a second derivative through it is an error, not a wrong value."""
+    return grad * grad_loss.unsqueeze(-1)
+
+
+@_scale_rows_op.register_fake
+def _scale_rows_fake(grad: Tensor, grad_loss: Tensor) -> Tensor:
+    return torch.empty_like(grad)
+
+
+def _options_setup_context(ctx: Any, inputs: Tuple[Any, ...],
+                           output: Tuple[Tensor, Tensor]) -> None:
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(output[1])
+
+
+def _options_backward(ctx: Any, grad_loss: Optional[Tensor],
+                      _grad_grad: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
+    (grad,) = ctx.saved_tensors
+    grad_input = None
+    if ctx.needs_input_grad[0] and grad_loss is not None:
+        grad_input = _scale_rows_op(grad, grad_loss)
+    return (grad_input,) + (None,) * 8
+
+
+_options_op.register_autograd(_options_backward, setup_context=_options_setup_context)
+
+
+# ---- the fused linear layer + loss --------------------------------------------------
+
+def _linear_problem(input: Tensor, linear_weight: Tensor, target: Tensor,
+                    linear_bias: Optional[Tensor], weight: Optional[Tensor],
+                    ignore_index: int, reduction: str, label_smoothing: float, z_loss: float,
+                    softcap: float, chunk_size: int, num_threads: int) -> Any:
+    t = target.detach().numpy()
+    return _linear._Problem(
+        input.detach().numpy(), linear_weight.detach().numpy(), t,
+        None if linear_bias is None else linear_bias.detach().numpy(),
+        None if weight is None else weight.detach().numpy(), reduction, ignore_index,
+        label_smoothing, z_loss, softcap or None, chunk_size or None,
+        num_threads or torch.get_num_threads(), target_name="target")
+
+
+@torch.library.custom_op("cysoftmax::linear_cross_entropy", mutates_args=(),
+                         device_types="cpu")
+def _linear_op(input: Tensor, linear_weight: Tensor, target: Tensor,
+               linear_bias: Optional[Tensor], weight: Optional[Tensor], ignore_index: int,
+               reduction: str, label_smoothing: float, z_loss: float, softcap: float,
+               chunk_size: int, num_threads: int, with_grads: bool
+               ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Fused linear + cross-entropy of ``(M, D)`` inputs and ``(V, D)`` weights (see
+    :func:`cysoftmax.linear_softmax_cross_entropy`): the loss and, when `with_grads`,
+    the gradients of input, weight and bias (empty tensors otherwise).
+    ``softcap=0``, ``chunk_size=0``, ``num_threads=0``: the defaults."""
+    p = _linear_problem(input, linear_weight, target, linear_bias, weight, ignore_index,
+                        reduction, label_smoothing, z_loss, softcap, chunk_size, num_threads)
+    loss, gx, gW, gb = _linear._fused(p, with_grads)
+    loss_t = torch.from_numpy(np.array(loss, dtype=p.dtype))
+    if not with_grads:
+        empty = input.new_empty((0,))
+        return loss_t, empty, empty.clone(), empty.clone()
+    return (loss_t, torch.from_numpy(gx), torch.from_numpy(np.ascontiguousarray(gW)),
+            torch.from_numpy(gb.astype(p.dtype)))
+
+
+@_linear_op.register_fake
+def _linear_fake(input: Tensor, linear_weight: Tensor, target: Tensor,
+                 linear_bias: Optional[Tensor], weight: Optional[Tensor], ignore_index: int,
+                 reduction: str, label_smoothing: float, z_loss: float, softcap: float,
+                 chunk_size: int, num_threads: int, with_grads: bool
+                 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    loss_shape = (input.shape[0],) if reduction == "none" else ()
+    if not with_grads:
+        return (input.new_empty(loss_shape), input.new_empty((0,)), input.new_empty((0,)),
+                input.new_empty((0,)))
+    return (input.new_empty(loss_shape), input.new_empty(input.shape),
+            linear_weight.new_empty(linear_weight.shape),
+            linear_weight.new_empty((linear_weight.shape[0],)))
+
+
+@torch.library.custom_op("cysoftmax::linear_cross_entropy_backward", mutates_args=(),
+                         device_types="cpu")
+def _linear_backward_op(grad_loss: Tensor, input: Tensor, linear_weight: Tensor,
+                        target: Tensor, linear_bias: Optional[Tensor],
+                        weight: Optional[Tensor], ignore_index: int, reduction: str,
+                        label_smoothing: float, z_loss: float, softcap: float,
+                        chunk_size: int, num_threads: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """The gradients for ``reduction="none"``: the fused pass again, each row's gradient
+    scaled by its `grad_loss` (which the forward pass could not know)."""
+    p = _linear_problem(input, linear_weight, target, linear_bias, weight, ignore_index,
+                        reduction, label_smoothing, z_loss, softcap, chunk_size, num_threads)
+    scale = grad_loss.detach().reshape(-1).to(torch.float64).numpy()
+    _, gx, gW, gb = _linear._fused(p, True, row_scale=scale)
+    return (torch.from_numpy(gx), torch.from_numpy(np.ascontiguousarray(gW)),
+            torch.from_numpy(gb.astype(p.dtype)))
+
+
+@_linear_backward_op.register_fake
+def _linear_backward_fake(grad_loss: Tensor, input: Tensor, linear_weight: Tensor,
+                          target: Tensor, linear_bias: Optional[Tensor],
+                          weight: Optional[Tensor], ignore_index: int, reduction: str,
+                          label_smoothing: float, z_loss: float, softcap: float,
+                          chunk_size: int, num_threads: int
+                          ) -> Tuple[Tensor, Tensor, Tensor]:
+    return (input.new_empty(input.shape), linear_weight.new_empty(linear_weight.shape),
+            linear_weight.new_empty((linear_weight.shape[0],)))
+
+
+def _linear_setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, ...]
+                          ) -> None:
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)
+    ctx.has_bias = inputs[3] is not None
+    ctx.options = inputs[5:12]
+    if inputs[6] == "none":  # recomputed in the backward pass with the rows' grad_loss
+        ctx.save_for_backward(*inputs[:5])
+    else:
+        ctx.save_for_backward(*output[1:])
+
+
+def _linear_backward(ctx: Any, grad_loss: Optional[Tensor], *_: Any
+                     ) -> Tuple[Optional[Tensor], ...]:
+    if grad_loss is None:
+        return (None,) * 13
+    if ctx.options[1] == "none":
+        gx, gW, gb = _linear_backward_op(grad_loss, *ctx.saved_tensors, *ctx.options)
+    else:
+        gx, gW, gb = (_scale_rows_op(g, grad_loss) for g in ctx.saved_tensors)
+    return (gx if ctx.needs_input_grad[0] else None,
+            gW if ctx.needs_input_grad[1] else None, None,
+            gb if ctx.has_bias and ctx.needs_input_grad[3] else None) + (None,) * 9
+
+
+_linear_op.register_autograd(_linear_backward, setup_context=_linear_setup_context)
+
+
 def _check_legacy(size_average: Any, reduce: Any) -> None:
     if size_average is not None or reduce is not None:
         raise ValueError(
@@ -217,6 +390,7 @@ def _check_legacy(size_average: Any, reduce: Any) -> None:
 def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
                   size_average: None = None, ignore_index: int = -100, reduce: None = None,
                   reduction: str = "mean", label_smoothing: float = 0.0, *,
+                  z_loss: float = 0.0, softcap: Optional[float] = None,
                   num_threads: Optional[int] = None) -> Tensor:
     """Cross-entropy loss of scores and class-index targets, as ``F.cross_entropy``.
 
@@ -230,15 +404,21 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
         Unnormalized scores; the class axis is the second one (the only one for ``(C,)``).
         float32 or float64 on the CPU use the kernel directly; float16 and bfloat16 are
         computed in float32; other devices use ``torch.nn.functional.cross_entropy``.
-    target : Tensor of integers, shape (), (N) or (N, d1, ..., dk)
-        Class index of each sample, in ``[0, C)`` or equal to `ignore_index`.  A floating
-        target (class probabilities) is handed to ``torch.nn.functional.cross_entropy``.
+    target : Tensor of integers, shape (), (N) or (N, d1, ..., dk); or of floats, the shape
+        and dtype of `input`
+        Class index of each sample, in ``[0, C)`` or equal to `ignore_index`; or class
+        probabilities (as ``F.cross_entropy``; entries must be finite and >= 0).
     weight : Tensor, shape (C,), optional
         Class weights (not differentiable; one requiring a gradient is an error).
     size_average, reduce : None
         PyTorch's deprecated arguments; anything but None raises a ``ValueError``.
     ignore_index : int, default -100
         Samples with this target add no loss and get a zero gradient.
+    z_loss : float >= 0, default 0.0
+        Adds ``z_loss * logsumexp(input)**2`` per counted sample (see
+        :func:`cysoftmax.softmax_cross_entropy`).
+    softcap : float > 0, optional
+        Scores become ``softcap * tanh(input / softcap)`` before the softmax.
     reduction : {"mean", "sum", "none"}, default "mean"
         ``"mean"`` divides by the summed weight of the non-ignored targets; ``"none"``
         returns the loss of each sample, shaped as `target`.
@@ -278,17 +458,26 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     _check_legacy(size_average, reduce)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    extras = z_loss != 0.0 or softcap is not None
+    probabilities = target.is_floating_point()
     if (input.device.type != "cpu" or target.device.type != "cpu"
             or (weight is not None and weight.device.type != "cpu")
-            or target.is_floating_point()
+            or (probabilities and target.dtype != input.dtype)
             or input.dtype not in (torch.float32, torch.float64) + _HALF):
         # other devices, and tensors on different devices (PyTorch raises its error)
+        if extras:
+            raise ValueError("z_loss and softcap need CPU float tensors (and probability "
+                             "targets of the input's dtype)")
         return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
                                reduction=reduction, label_smoothing=label_smoothing)
     if input.dim() == 0:
         raise ValueError("input must have at least one dimension (the classes)")
     unbatched = input.dim() == 1
     expected = (() if unbatched else (input.shape[0],) + tuple(input.shape[2:]))
+    if probabilities or extras:
+        return _cross_entropy_options(input, target, weight, ignore_index, reduction,
+                                      label_smoothing, z_loss, softcap, num_threads,
+                                      unbatched, expected)
     if tuple(target.shape) != expected:
         raise ValueError(f"target has shape {tuple(target.shape)}, expected {expected} "
                          f"for input of shape {tuple(input.shape)}")
@@ -310,6 +499,47 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     # the target in its own shape: an error for a target out of range gives its index there
     loss, _ = _cross_entropy_op(scores, target, weight, ignore_index, reduction,
                                 float(label_smoothing), num_threads or 0)
+    if reduction == "none":
+        loss = loss.reshape(expected)
+    return loss.to(dtype)
+
+
+def _cross_entropy_options(input: Tensor, target: Tensor, weight: Optional[Tensor],
+                           ignore_index: int, reduction: str, label_smoothing: float,
+                           z_loss: float, softcap: Optional[float], num_threads: Optional[int],
+                           unbatched: bool, expected: Tuple[int, ...]) -> Tensor:
+    """:func:`cross_entropy` with probability targets, z-loss or soft-capping."""
+    probabilities = target.is_floating_point()
+    if probabilities and tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"probability targets must have the shape of input "
+                         f"{tuple(input.shape)}, got {tuple(target.shape)}")
+    if not probabilities and tuple(target.shape) != expected:
+        raise ValueError(f"target has shape {tuple(target.shape)}, expected {expected} "
+                         f"for input of shape {tuple(input.shape)}")
+    if weight is not None and weight.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError("cysoftmax.torch.cross_entropy is not differentiable with respect "
+                           "to weight (as PyTorch's nll_loss): pass weight.detach()")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"softcap must be a finite number > 0, got {softcap!r}")
+    dtype = input.dtype
+    if unbatched:
+        input, target = input.unsqueeze(0), target.unsqueeze(0) if probabilities else target
+    if dtype in _HALF:
+        input = input.float()
+        target = target.float() if probabilities else target
+    if weight is not None:
+        weight = weight.to(input.dtype)
+    C = input.shape[1]
+
+    def rows(t: Tensor) -> Tensor:
+        return t.movedim(1, -1).reshape(-1, C) if t.dim() > 2 else t.contiguous()
+
+    t = rows(target) if probabilities else target.contiguous()
+    loss, _ = _options_op(rows(input), t, weight, ignore_index, reduction,
+                          float(label_smoothing), float(z_loss), float(softcap or 0.0),
+                          num_threads or 0)
     if reduction == "none":
         loss = loss.reshape(expected)
     return loss.to(dtype)
@@ -371,12 +601,17 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
                          linear_bias: Optional[Tensor] = None,
                          weight: Optional[Tensor] = None, reduction: str = "mean",
                          ignore_index: Optional[int] = None, label_smoothing: float = 0.0,
-                         options: Any = None, num_threads: Optional[int] = None) -> Tensor:
+                         options: Any = None, z_loss: float = 0.0,
+                         softcap: Optional[float] = None, chunk_size: Optional[int] = None,
+                         num_threads: Optional[int] = None) -> Tensor:
     """Cross-entropy of linearly transformed inputs, as ``F.linear_cross_entropy``.
 
-    Computes ``logits = F.linear(input, linear_weight, linear_bias)`` and then
-    :func:`cross_entropy` of the logits: the same results as PyTorch's reference
-    implementation, with the logits materialized (not fused or chunked).
+    On CPU float32/float64 tensors of one dtype with a 2-D `linear_weight`: the fused,
+    chunked pass of :func:`cysoftmax.linear_softmax_cross_entropy` (the gradients are
+    formed in the forward pass and scaled by the incoming gradient; for ``"none"`` the
+    backward pass runs the fused pass again with each row's incoming gradient).
+    Otherwise (other devices or dtypes, K-dimensional losses) ``logits = F.linear(input,
+    linear_weight, linear_bias)`` and then :func:`cross_entropy` of the logits.
 
     Parameters
     ----------
@@ -396,6 +631,10 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
     label_smoothing : float in [0, 1], default 0.0
     options : LinearCrossEntropyOptions, optional
         PyTorch's chunking options; not used here (a ``UserWarning`` says so).
+    z_loss, softcap : optional
+        As in :func:`cross_entropy` (fused path only).
+    chunk_size : int, optional
+        Rows per chunk of the fused path (default: logits chunks under 16 MiB).
     num_threads : int, optional
         Threads of the kernel; None uses ``torch.get_num_threads()``.
 
@@ -441,8 +680,37 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
         raise RuntimeError("ignore_index cannot be specified when target contains "
                            "probabilities")
     if options is not None:
-        warnings.warn("cysoftmax.torch.linear_cross_entropy: options ignored; the logits "
-                      "are computed in full (no chunking)", stacklevel=2)
+        warnings.warn("cysoftmax.torch.linear_cross_entropy: options (PyTorch's chunking) "
+                      "ignored; chunk_size sets cysoftmax's", stacklevel=2)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    tensors = [t for t in (input, linear_weight, target, linear_bias, weight) if t is not None]
+    fused = (not out_features and input.dtype in (torch.float32, torch.float64)
+             and all(t.device.type == "cpu" for t in tensors)
+             and linear_weight.dtype == input.dtype
+             and (linear_bias is None or linear_bias.dtype == input.dtype)
+             and (not target.is_floating_point() or target.dtype == input.dtype))
+    if fused:
+        if weight is not None and weight.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError("cysoftmax.torch.linear_cross_entropy is not differentiable "
+                               "with respect to weight: pass weight.detach()")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+        unbatched = input.dim() == 1
+        x = input.unsqueeze(0) if unbatched else input
+        t = target.unsqueeze(0) if unbatched else target
+        needs_grad = torch.is_grad_enabled() and any(
+            v is not None and v.requires_grad for v in (input, linear_weight, linear_bias))
+        loss = _linear_op(x.contiguous(), linear_weight, t.contiguous(), linear_bias,
+                          None if weight is None else weight.to(input.dtype),
+                          -100 if ignore_index is None else ignore_index, reduction,
+                          float(label_smoothing), float(z_loss), float(softcap or 0.0),
+                          int(chunk_size or 0), num_threads or 0,
+                          needs_grad and reduction != "none")[0]
+        return loss.reshape(()) if unbatched and reduction == "none" else loss
+    if z_loss != 0.0 or softcap is not None or chunk_size is not None:
+        raise ValueError("z_loss, softcap and chunk_size need the fused path: CPU float32 "
+                         "or float64 tensors of one dtype and a 2-D linear_weight")
     if out_features:
         flat = math.prod(out_features) * num_classes
         linear_weight = linear_weight.reshape(flat, in_features)
@@ -460,7 +728,7 @@ class LinearCrossEntropyLoss(torch.nn.Module):
 
     Same constructor, parameters (``linear.weight``, ``linear.bias``, stored flat) and
     buffer (``weight``) as PyTorch's module, so their state dicts are interchangeable;
-    the loss is :func:`linear_cross_entropy` (unfused: the logits are materialized).
+    the loss is :func:`linear_cross_entropy` (fused on CPU float32/float64 parameters).
 
     Parameters
     ----------
