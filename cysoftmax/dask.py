@@ -39,8 +39,8 @@ import warnings
 import numpy as np
 
 try:
-    import dask
-    import dask.array as da
+    import dask  # type: ignore[import-not-found, unused-ignore]
+    import dask.array as da  # type: ignore[import-not-found, unused-ignore]
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "cysoftmax.dask needs Dask: install the 'dask' extra, which brings dask[array] "
@@ -55,9 +55,6 @@ from cysoftmax._workspaces import DEFAULT_IGNORE_INDEX, LinearWorkspace
 
 __all__ = ["softmax_cross_entropy", "cross_entropy", "linear_softmax_loss",
            "DaskSoftmaxClassifier"]
-
-_REDUCTIONS = ("mean", "sum", "none")
-
 
 # --------------------------------------------------------------------------
 # where a chunk is, for the messages of errors found in it
@@ -133,8 +130,8 @@ def _sample_weights(sw, name, chunk):
     if not np.isfinite(sw).all():
         bad = int(np.flatnonzero(~np.isfinite(sw))[0])
         raise ValueError(
-            f"{name} must be finite: {name}[{chunk.global_position((bad,))}] = {sw[bad].item()!r}; "
-            f"in {chunk.describe(name)}"
+            f"{name} must be finite: {name}[{chunk.global_position((bad,))}] = "
+            f"{sw[bad].item()!r}; in {chunk.describe(name)}"
         )
     return sw
 
@@ -177,7 +174,7 @@ def _as_dask(value, name):
     return da.from_array(_validation.asarray(value, name), chunks=-1)
 
 
-def _check_rows(X, name="X", classifier=False):
+def _check_rows(X, name="X"):
     """``X`` as a 2-D Dask array of real numbers, chunked along its rows only."""
     X = _as_dask(X, name)
     _known_chunks(X, name)
@@ -906,8 +903,11 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
         """
         name = type(self).__name__
         params = self._check_params()
-        if not _is_dask(X):
-            X = da.from_array(_v.check_X(X), chunks=("auto", -1))
+        # NumPy input goes to the workers once (not with every evaluation's graph)
+        in_memory = {"X": not _is_dask(X), "y": not _is_dask(y),
+                     "sample_weight": sample_weight is not None and not _is_dask(sample_weight)}
+        if in_memory["X"]:
+            X = da.from_array(_v.check_X(X), chunks=("auto", -1)).persist()
         X = _check_rows(X)
         if y is None:
             raise ValueError(f"{name} requires y to be passed, but the target y is None")
@@ -924,6 +924,8 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
                              f"X has {X.shape[0]} rows, y has {y.shape[0]} labels")
         classes = _classes(y)  # on the chunks as given, so that errors name those
         y = _like_rows(y, X.chunks[:1], "y", "labels")
+        if in_memory["y"]:
+            y = y.persist()
         if sample_weight is not None:
             if params["solver"] == "sgd" and params["batch_size"] is not None:
                 raise ValueError("sample_weight is not supported with minibatch SGD "
@@ -933,6 +935,8 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
             if sample_weight.dtype.kind not in "biuf":
                 raise TypeError("sample_weight must hold real numbers, got dtype "
                                 f"{sample_weight.dtype}")
+            if in_memory["sample_weight"]:
+                sample_weight = sample_weight.persist()
         rng = _v.make_rng(self.random_state)
         n_features, n_classes = X.shape[1], classes.shape[0]
         theta, arrays, weights = self._init_parameters(n_features, n_classes, params, rng)

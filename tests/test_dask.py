@@ -424,7 +424,8 @@ def test_bad_chunks_are_named_and_the_cluster_stays_usable(client):
                                          r"and not ignore_index \(-100\); in chunk 4 of y "
                                          r"\(rows 800:1000\)"):
         dask.compute(*cd.linear_softmax_loss(W, da.from_array(X, chunks=(200, 6)), labels))
-    with pytest.raises(IndexError, match=r"labels\[905\] = 4 .* chunk 9 of labels \(rows 900:1000\)"):
+    with pytest.raises(IndexError,
+                       match=r"labels\[905\] = 4 .* chunk 9 of labels \(rows 900:1000\)"):
         cd.cross_entropy(da.from_array(X[:, :4], chunks=(100, 4)), labels).compute()
     float_labels = y.astype(float)
     float_labels[20] = np.nan

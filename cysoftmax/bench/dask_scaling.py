@@ -1,4 +1,6 @@
-"""Scaling of :mod:`cysoftmax.dask` over worker processes: ``python -m cysoftmax.bench.dask_scaling``.
+"""Scaling of :mod:`cysoftmax.dask` over worker processes.
+
+``python -m cysoftmax.bench.dask_scaling [--n N --d D --classes C --workers 1,2 ...]``
 
 For each worker count (``--workers 1,2``) a ``distributed.LocalCluster`` of that many
 single-threaded worker processes is started, the data are generated on the workers
@@ -115,9 +117,9 @@ def _time_fit(est: Any, X: Any, y: Any) -> Dict[str, float]:
 
 
 def _cluster_run(args: argparse.Namespace, n_workers: int) -> Dict[str, Any]:
-    import dask
-    import dask.array as da
-    import distributed
+    import dask  # type: ignore[import-not-found, unused-ignore]
+    import dask.array as da  # type: ignore[import-not-found, unused-ignore]
+    import distributed  # type: ignore[import-not-found, unused-ignore]
 
     import cysoftmax.dask as cd
 
@@ -145,7 +147,9 @@ def _cluster_run(args: argparse.Namespace, n_workers: int) -> Dict[str, Any]:
                 cd.DaskSoftmaxClassifier(reg=args.reg, max_iter=args.iters, tol=0.0,
                                          random_state=0), X, y2)
             try:
-                from dask_ml.linear_model import LogisticRegression  # type: ignore
+                from dask_ml.linear_model import (  # type: ignore[import-untyped, import-not-found, unused-ignore]
+                    LogisticRegression,
+                )
             except ImportError:
                 out["binary_dask_ml"] = None
             else:
@@ -160,8 +164,8 @@ def _cluster_run(args: argparse.Namespace, n_workers: int) -> Dict[str, Any]:
 
 
 def _in_memory_run(args: argparse.Namespace) -> Dict[str, Any]:
-    import dask
-    import dask.array as da
+    import dask  # type: ignore[import-not-found, unused-ignore]
+    import dask.array as da  # type: ignore[import-not-found, unused-ignore]
 
     import cysoftmax
 
@@ -171,7 +175,9 @@ def _in_memory_run(args: argparse.Namespace) -> Dict[str, Any]:
         cysoftmax.SoftmaxClassifier(reg=args.reg, max_iter=args.iters, tol=0.0,
                                     random_state=0), X, y)}
     try:
-        from sklearn.linear_model import LogisticRegression  # type: ignore
+        from sklearn.linear_model import (  # type: ignore[import-untyped, import-not-found, unused-ignore]
+            LogisticRegression,
+        )
     except ImportError:
         out["sklearn"] = None
     else:
@@ -187,56 +193,77 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _write_npy_chunk(directory: str, i: int, rows: int, d: int, c: int) -> int:
+def _chunk_data(i: int, rows: int, d: int, c: int):
+    """Chunk ``i`` of the on-disk set: standard normal rows, labels of a linear model."""
     rng = np.random.default_rng([7, i])
     X = rng.standard_normal((rows, d))
     y = np.argmax(X @ _true_weights(d, c) + rng.gumbel(size=(rows, c)), axis=1)
-    np.save(os.path.join(directory, f"X{i}.npy"), X)
-    np.save(os.path.join(directory, f"y{i}.npy"), y)
+    return X, y
+
+
+def _write_chunk(directory: str, fmt: str, i: int, rows: int, d: int, c: int) -> int:
+    """Generate chunk ``i`` and write it: into the zarr arrays, or as two .npy files."""
+    X, y = _chunk_data(i, rows, d, c)
+    if fmt == "zarr":
+        import zarr  # type: ignore[import-not-found, import-untyped, unused-ignore]
+
+        zarr.open_array(os.path.join(directory, "X.zarr"), mode="r+")[i * rows:(i + 1) * rows] = X
+        zarr.open_array(os.path.join(directory, "y.zarr"), mode="r+")[i * rows:(i + 1) * rows] = y
+    else:
+        np.save(os.path.join(directory, f"X{i}.npy"), X)
+        np.save(os.path.join(directory, f"y{i}.npy"), y)
     return i
 
 
 def _out_of_core_run(args: argparse.Namespace) -> Dict[str, Any]:
-    import dask
-    import dask.array as da
-    import distributed
+    import dask  # type: ignore[import-not-found, unused-ignore]
+    import dask.array as da  # type: ignore[import-not-found, unused-ignore]
+    import distributed  # type: ignore[import-not-found, unused-ignore]
 
     import cysoftmax.dask as cd
 
     directory = args.out_of_core
     if directory == "tmp":
         directory = tempfile.mkdtemp(prefix="cysoftmax-ooc-")
-    n, d, c, rows = args.ooc_n, args.ooc_d, 10, args.chunk_rows
-    n_chunks = -(-n // rows)
+    d, c, rows = args.ooc_d, 10, args.chunk_rows
+    n_chunks = -(-args.ooc_n // rows)
     n = n_chunks * rows
-    out: Dict[str, Any] = {"rows": n, "features": d, "bytes": n * d * 8, "directory": directory}
+    fmt = "zarr" if package_version("zarr") else "npy"
+    out: Dict[str, Any] = {"rows": n, "features": d, "bytes": n * d * 8, "format": fmt,
+                           "directory": directory}
+    if fmt == "zarr":
+        import zarr  # type: ignore[import-not-found, import-untyped, unused-ignore]
+
+        zarr.open_array(os.path.join(directory, "X.zarr"), mode="w", shape=(n, d),
+                        chunks=(rows, d), dtype="f8")
+        zarr.open_array(os.path.join(directory, "y.zarr"), mode="w", shape=(n,),
+                        chunks=(rows,), dtype="i8")
+    start = time.perf_counter()
+    # written by the workers of a first cluster, one chunk per task
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0", silence_logs=50) as cluster, \
+            distributed.Client(cluster) as client:
+        client.gather(client.map(_write_chunk, [directory] * n_chunks, [fmt] * n_chunks,
+                                 range(n_chunks), rows=rows, d=d, c=c))
+    out["write_s"] = time.perf_counter() - start
+    if fmt == "zarr":
+        X = da.from_zarr(os.path.join(directory, "X.zarr"))
+        y = da.from_zarr(os.path.join(directory, "y.zarr"))
+    else:
+        load = dask.delayed(np.load, pure=True)
+        X = da.concatenate([da.from_delayed(load(os.path.join(directory, f"X{i}.npy")),
+                                            (rows, d), float) for i in range(n_chunks)])
+        y = da.concatenate([da.from_delayed(load(os.path.join(directory, f"y{i}.npy")),
+                                            (rows,), np.int64) for i in range(n_chunks)])
+    # trained by fresh workers, so that their peak memory is the training's
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=":0", memory_limit=args.memory_limit,
                                   silence_logs=50) as cluster, \
             distributed.Client(cluster) as client:
         limit = next(iter(client.scheduler_info()["workers"].values()))["memory_limit"]
         out["memory_limit"] = limit
-        start = time.perf_counter()
-        if package_version("zarr"):
-            X, y = _make_data(da, n, d, c, rows, seed=7)
-            dask.compute(X.to_zarr(os.path.join(directory, "X.zarr"), compute=False,
-                                   overwrite=True),
-                         y.to_zarr(os.path.join(directory, "y.zarr"), compute=False,
-                                   overwrite=True))
-            X = da.from_zarr(os.path.join(directory, "X.zarr"))
-            y = da.from_zarr(os.path.join(directory, "y.zarr"))
-            out["format"] = "zarr"
-        else:
-            client.gather(client.map(_write_npy_chunk, [directory] * n_chunks,
-                                     range(n_chunks), rows=rows, d=d, c=c))
-            load = dask.delayed(np.load, pure=True)
-            X = da.concatenate([da.from_delayed(load(os.path.join(directory, f"X{i}.npy")),
-                                                (rows, d), float) for i in range(n_chunks)])
-            y = da.concatenate([da.from_delayed(load(os.path.join(directory, f"y{i}.npy")),
-                                                (rows,), np.int64) for i in range(n_chunks)])
-            out["format"] = "npy"
-        out["write_s"] = time.perf_counter() - start
         pids = client.run(os.getpid)
+        out["worker_start_rss"] = sorted(client.run(_peak_rss).values())
         tracemalloc.start()
         est = cd.DaskSoftmaxClassifier(reg=args.reg, max_iter=3, tol=0.0, random_state=0)
         out["fit"] = _time_fit(est, X, y)
@@ -299,7 +326,9 @@ def format_text(report: Dict[str, Any]) -> str:
         lines += ["", f"out of core ({ooc['format']}): {ooc['bytes'] / 2**20:.0f} MiB on disk, "
                   f"workers limited to {ooc['memory_limit'] / 2**20:.0f} MiB; written in "
                   f"{_fmt(ooc['write_s'])}; {ooc['fit']['n_iter']} iterations in "
-                  f"{_fmt(ooc['fit']['fit_s'])}; worker peak RSS "
+                  f"{_fmt(ooc['fit']['fit_s'])}; worker RSS at start "
+                  + ", ".join(f"{p / 2**20:.0f} MiB" for p in ooc["worker_start_rss"])
+                  + ", peak "
                   + ", ".join(f"{p / 2**20:.0f} MiB" for p in ooc["worker_peak_rss"])
                   + f"; client peak allocation {ooc['client_peak_traced_bytes'] / 2**20:.1f} MiB"
                   + ("; a worker was restarted" if ooc["workers_restarted"] else "")]
@@ -309,8 +338,8 @@ def format_text(report: Dict[str, Any]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
     try:
-        import dask  # noqa: F401
-        import distributed  # noqa: F401
+        import dask  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
+        import distributed  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
     except ImportError as exc:
         print(f"needs the 'dask' extra (dask[array] and distributed): {exc}", file=sys.stderr)
         return 2
