@@ -12,7 +12,6 @@ import concurrent.futures
 import doctest
 import logging
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -337,14 +336,26 @@ def _write_chunk(directory, i, rows, d, c, seed):
     return i
 
 
+def _reset_peak_rss():
+    """Start a new peak of this process's resident memory (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def _peak_rss():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    """This process's peak resident memory (bytes) since its last exec or reset: VmHWM.
+    (Not ru_maxrss: Linux carries the parent's peak over a fork and exec.)"""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
 
 
 def test_out_of_core_fit_stays_within_each_workers_memory_limit(client, tmp_path):
     n_chunks, rows, d, c = 48, 10_000, 100, 5
     nbytes = n_chunks * rows * d * 8
     assert nbytes > 1.2 * MEMORY_LIMIT  # 384 MB on disk, workers of 300 MiB
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("reads peak memory from Linux's /proc")
     pids = _worker_pids(client)
     # the workers write the chunks; the client only names the files
     client.gather(client.map(_write_chunk, [str(tmp_path)] * n_chunks, range(n_chunks),
@@ -354,6 +365,8 @@ def test_out_of_core_fit_stays_within_each_workers_memory_limit(client, tmp_path
                         for i in range(n_chunks)])
     y = da.concatenate([da.from_delayed(load(str(tmp_path / f"y{i}.npy")), (rows,), np.int64)
                         for i in range(n_chunks)])
+    client.run(_reset_peak_rss)
+    start_rss = client.run(_peak_rss)
     tracemalloc.start()
     try:  # full-batch gradient descent: exactly two passes over the data
         est = cd.DaskSoftmaxClassifier(solver="sgd", learning_rate=0.5, max_iter=2,
@@ -362,7 +375,8 @@ def test_out_of_core_fit_stays_within_each_workers_memory_limit(client, tmp_path
     finally:
         tracemalloc.stop()
     peaks = client.run(_peak_rss)
-    print(f"\nout of core: {nbytes / 2**20:.0f} MiB on disk; worker peak RSS "
+    print(f"\nout of core: {nbytes / 2**20:.0f} MiB on disk; worker RSS at the start "
+          f"{', '.join(f'{p / 2**20:.0f}' for p in start_rss.values())} MiB, peak "
           f"{', '.join(f'{p / 2**20:.0f}' for p in peaks.values())} MiB (limit "
           f"{MEMORY_LIMIT / 2**20:.0f}); client peak allocation {client_peak / 2**20:.1f} MiB")
     assert _worker_pids(client) == pids  # no worker was restarted for its memory
@@ -386,12 +400,14 @@ def test_fit_completes_after_a_worker_is_killed(client):
         assert any(victim in workers for workers in holders.values())  # it holds chunks
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             fit = pool.submit(cd.DaskSoftmaxClassifier(**params).fit, Xd, yd)
-            deadline = time.monotonic() + 60
-            while not any("cysoftmax-linear" in str(key)
-                          for keys in client.processing().values() for key in keys):
-                assert time.monotonic() < deadline and not fit.done()
-                time.sleep(0.005)
-            time.sleep(0.2)  # a few iterations in
+            # wait for the tasks of the fit's third evaluation (keys name their pass)
+            passes, deadline = set(), time.monotonic() + 60
+            while len(passes) < 3 and not fit.done():
+                assert time.monotonic() < deadline
+                passes.update(str(key).split("-")[-1].split("'")[0]
+                              for keys in client.processing().values() for key in keys
+                              if "cysoftmax-linear-chunk" in str(key))
+                time.sleep(0.002)
             assert not fit.done()
             os.kill(pids[victim], signal.SIGKILL)
             killed_during_fit = not fit.done()
