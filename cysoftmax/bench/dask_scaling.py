@@ -8,9 +8,12 @@ and persisted there, and the run times
 
 * one distributed loss + gradient of the linear model
   (``dask.compute(*cysoftmax.dask.linear_softmax_loss(...))``), ``--evals`` times:
-  the median wall time, and the scheduling overhead = wall time minus the busiest
-  worker's time in its tasks (from Dask's task stream);
-* the overhead alone: the same call on ``--overhead-chunks`` chunks of 16 rows;
+  the median wall time, the scheduling overhead = wall time minus the busiest
+  worker's time in its tasks, and the balance = all workers' time in tasks over the
+  busiest worker's (the speed-up the split of the work allows; from Dask's task
+  stream);
+* the overhead alone: the same call, and a fit's time per iteration, on
+  ``--overhead-chunks`` chunks of 16 rows;
 * ``DaskSoftmaxClassifier(max_iter=--iters, tol=0)`` fits: time per L-BFGS iteration;
 * on a two-class version of the labels, the same fit beside dask-ml's
   ``LogisticRegression(solver="lbfgs")`` (when dask-ml is installed);
@@ -58,7 +61,8 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--reg", type=float, default=1e-4)
     p.add_argument("--no-peers", action="store_true", help="skip dask-ml and scikit-learn")
     p.add_argument("--out-of-core", metavar="DIR", default=None,
-                   help="also train from chunks written under DIR ('tmp': a temporary one)")
+                   help="also train from chunks written under DIR ('tmp': a temporary "
+                        "directory, removed afterwards)")
     p.add_argument("--ooc-n", type=int, default=1_000_000, help="rows of the on-disk set")
     p.add_argument("--ooc-d", type=int, default=128)
     p.add_argument("--memory-limit", default="512MiB", help="per worker, out of core")
@@ -79,14 +83,14 @@ def _make_data(da: Any, n: int, d: int, c: int, rows: int, seed: int = 0):
     return X, y
 
 
-def _worker_busy(stream: List[Dict[str, Any]]) -> float:
-    """The largest total time any worker spent in compute (seconds)."""
+def _worker_busy(stream: List[Dict[str, Any]]) -> Dict[str, float]:
+    """Seconds each worker spent computing tasks of the stream."""
     busy: Dict[str, float] = {}
     for task in stream:
         for ss in task.get("startstops", ()):
             if ss.get("action") == "compute":
                 busy[task["worker"]] = busy.get(task["worker"], 0.0) + ss["stop"] - ss["start"]
-    return max(busy.values()) if busy else 0.0
+    return busy
 
 
 def _time_evals(dask: Any, distributed: Any, cd: Any, client: Any, X: Any, y: Any,
@@ -94,15 +98,19 @@ def _time_evals(dask: Any, distributed: Any, cd: Any, client: Any, X: Any, y: An
     W = 0.01 * np.random.default_rng(0).standard_normal((X.shape[1], n_classes))
     b = np.zeros(n_classes)
     dask.compute(*cd.linear_softmax_loss(W, X, y, b=b, reg=reg))  # warm-up
-    walls, overheads = [], []
+    walls, overheads, balance = [], [], []
     for _ in range(evals):
         with distributed.get_task_stream(client) as ts:
             start = time.perf_counter()
             dask.compute(*cd.linear_softmax_loss(W, X, y, b=b, reg=reg))
             wall = time.perf_counter() - start
+        busy = _worker_busy(ts.data) or {"": 0.0}
         walls.append(wall)
-        overheads.append(wall - _worker_busy(ts.data))
-    return {"eval_s": statistics.median(walls), "overhead_s": statistics.median(overheads)}
+        overheads.append(wall - max(busy.values()))
+        balance.append(sum(busy.values()) / max(max(busy.values()), 1e-12))
+    # balance: the work over the busiest worker's share, the speed-up the split allows
+    return {"eval_s": statistics.median(walls), "overhead_s": statistics.median(overheads),
+            "balance": statistics.median(balance)}
 
 
 def _time_fit(est: Any, X: Any, y: Any) -> Dict[str, float]:
@@ -138,6 +146,10 @@ def _cluster_run(args: argparse.Namespace, n_workers: int) -> Dict[str, Any]:
         tiny = _time_evals(dask, distributed, cd, client, tiny_X, tiny_y, args.classes,
                            args.reg, args.evals)
         out["tiny_eval_s"], out["tiny_overhead_s"] = tiny["eval_s"], tiny["overhead_s"]
+        # a fit on the tiny chunks: its time per L-BFGS iteration is all overhead
+        out["tiny_fit"] = _time_fit(cd.DaskSoftmaxClassifier(reg=args.reg, max_iter=args.iters,
+                                                             tol=0.0, random_state=0),
+                                    tiny_X, tiny_y)
         est = cd.DaskSoftmaxClassifier(reg=args.reg, max_iter=args.iters, tol=0.0,
                                        random_state=0)
         out["fit"] = _time_fit(est, X, y)
@@ -233,15 +245,19 @@ def _write_chunk(directory: str, fmt: str, i: int, rows: int, d: int, c: int) ->
 
 
 def _out_of_core_run(args: argparse.Namespace) -> Dict[str, Any]:
+    if args.out_of_core != "tmp":
+        return _out_of_core_in(args, args.out_of_core)
+    with tempfile.TemporaryDirectory(prefix="cysoftmax-ooc-") as directory:
+        return _out_of_core_in(args, directory)  # (removed afterwards)
+
+
+def _out_of_core_in(args: argparse.Namespace, directory: str) -> Dict[str, Any]:
     import dask  # type: ignore[import-not-found, unused-ignore]
     import dask.array as da  # type: ignore[import-not-found, unused-ignore]
     import distributed  # type: ignore[import-not-found, unused-ignore]
 
     import cysoftmax.dask as cd
 
-    directory = args.out_of_core
-    if directory == "tmp":
-        directory = tempfile.mkdtemp(prefix="cysoftmax-ooc-")
     d, c, rows = args.ooc_d, 10, args.chunk_rows
     n_chunks = -(-args.ooc_n // rows)
     n = n_chunks * rows
@@ -307,10 +323,12 @@ def format_text(report: Dict[str, Any]) -> str:
     rows = []
     for r in report["cluster"]:
         rows.append([str(r["workers"]), _fmt(r["eval_s"]), _fmt(r["overhead_s"]),
-                     _fmt(r["tiny_eval_s"]), _fmt(r["fit"]["per_iter_s"]),
-                     str(r["fit"]["n_iter"])])
-    lines += text_table(["workers", "loss+grad", "overhead", f"{s['overhead_chunks']} tiny "
-                         "chunks", "fit / iteration", "iterations"], rows)
+                     f"{r['balance']:.2f}", _fmt(r["fit"]["per_iter_s"]),
+                     _fmt(r["tiny_eval_s"]), _fmt(r["tiny_fit"]["per_iter_s"])])
+    lines += text_table(["workers", "loss+grad", "overhead", "balance", "fit / iteration",
+                         "tiny: loss+grad", "tiny: fit / iteration"], rows)
+    lines.append(f"(tiny: {s['overhead_chunks']} chunks of 16 rows, all overhead; fits of "
+                 f"{s['iters']} L-BFGS iterations)")
     if len(report["cluster"]) > 1:
         base = report["cluster"][0]
         for r in report["cluster"][1:]:
