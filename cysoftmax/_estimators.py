@@ -336,7 +336,9 @@ or numpy.random.SeedSequence, default None
     tol : float, default 1e-4
         ``solver="lbfgs"`` only: stop when no gradient component exceeds
         ``tol`` in absolute value (L-BFGS-B also stops when an iteration
-        lowers the loss by a relative 2.2e-9 or less, SciPy's default).
+        lowers the loss by a relative 1.4e-14 or less, scikit-learn's ``ftol``;
+        with a small ``tol`` the fit is scikit-learn's multinomial
+        ``LogisticRegression(C=1 / (reg * n_samples))`` to about 1e-7).
         ``solver="sgd"`` always runs ``max_iter`` iterations.
     seed : deprecated
         The former name of ``random_state``; still accepted, with a

@@ -85,6 +85,11 @@ _NO_SCIPY = ("solver='lbfgs' needs SciPy, which is not installed; install it wit
              "'pip install scipy', or pass solver='sgd' (gradient descent, NumPy only)")
 
 
+#: L-BFGS-B's ``ftol``: scikit-learn's (64 machine epsilons).  SciPy's default, 2.2e-9,
+#: stops while the coefficients may still be 1e-5 (relative) or more from the minimiser.
+LBFGS_FTOL = 64 * np.finfo(np.float64).eps
+
+
 def lbfgs(loss_grad, theta0, params, name):
     """Minimise ``loss_grad`` from ``theta0`` with SciPy's L-BFGS-B.
 
@@ -97,8 +102,8 @@ def lbfgs(loss_grad, theta0, params, name):
     params : dict
         ``max_iter`` (the most L-BFGS iterations), ``tol`` (stop when the
         largest gradient component is at most ``tol``; L-BFGS-B also stops
-        when an iteration lowers the loss by a relative 2.2e-9 or less, SciPy's
-        default ``ftol``) and ``verbose``.
+        when an iteration lowers the loss by a relative :data:`LBFGS_FTOL` or
+        less) and ``verbose``.
     name : str
         Estimator name for the progress lines and the warnings.
 
@@ -147,7 +152,8 @@ def lbfgs(loss_grad, theta0, params, name):
 
     result = minimize(fun, np.array(theta0, dtype=np.float64), method="L-BFGS-B", jac=True,
                       callback=callback,
-                      options={"maxiter": params["max_iter"], "gtol": params["tol"]})
+                      options={"maxiter": params["max_iter"], "gtol": params["tol"],
+                               "ftol": LBFGS_FTOL})
     n_iter = int(result.nit)
     if result.status != 0:
         warnings.warn(

@@ -760,54 +760,6 @@ def _sgd_chunk(X, y, state, *, classes, seed, lr, reg, batch_size, chunk):
     return theta, total, rows + n
 
 
-#: L-BFGS-B's ``ftol`` here: scikit-learn's (64 machine epsilons). SciPy's default,
-#: 2.2e-9, stops while the coefficients may still be off by 1e-5 relative or more.
-_LBFGS_FTOL = 64 * np.finfo(np.float64).eps
-
-
-def _lbfgs(loss_grad, theta0, params, name):
-    """SciPy's L-BFGS-B from ``theta0``, as :func:`cysoftmax._solvers.lbfgs` (the same
-    history, messages and warning) but with ``ftol`` = :data:`_LBFGS_FTOL`: with one
-    distributed pass per evaluation, stopping early is not worth the inaccuracy."""
-    from scipy.optimize import minimize  # type: ignore[import-untyped, unused-ignore]
-
-    verbose, losses = params["verbose"], []
-    last = {"x": None, "loss": None}
-
-    def record(loss):
-        if verbose and len(losses) % verbose == 0:
-            print(f"{name} iteration {len(losses)}: loss {loss:.6f}", flush=True)
-        losses.append(loss)
-
-    def fun(theta):
-        loss, grad = loss_grad(theta)
-        last["x"], last["loss"] = theta.copy(), loss
-        if not losses:  # the first evaluation is at theta0
-            record(loss)
-        return loss, grad
-
-    def callback(theta):
-        if last["x"] is not None and np.array_equal(theta, last["x"]):
-            record(last["loss"])
-        else:
-            record(loss_grad(theta)[0])
-
-    result = minimize(fun, np.array(theta0, dtype=np.float64), method="L-BFGS-B", jac=True,
-                      callback=callback,
-                      options={"maxiter": params["max_iter"], "gtol": params["tol"],
-                               "ftol": _LBFGS_FTOL})
-    n_iter = int(result.nit)
-    if result.status != 0:
-        warnings.warn(
-            _v.sklearn_compatible(_v.ConvergenceWarning)(
-                f"{name}: L-BFGS stopped after {n_iter} iteration(s) without converging "
-                f"({result.message}); increase max_iter, scale the data, or raise tol"
-            ),
-            stacklevel=3,
-        )
-    return np.asarray(result.x, dtype=np.float64), np.asarray(losses[:n_iter], dtype=np.float64)
-
-
 def _scores_of_block(X, W, b, *, kind, classes=None, block_info=None):
     chunk = _Chunk.from_block_info(block_info, 1)
     X = _finite_rows(X, np.float64, "X", chunk)
@@ -833,9 +785,8 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
       is one distributed pass -- every chunk's loss and ``(dW, db)`` from the compiled
       kernel where the chunk lives, tree-reduced -- and only ``W`` and ``b`` travel.
       It stops when no gradient component exceeds ``tol``, or when an iteration
-      lowers the loss by a relative 1.4e-14 or less (scikit-learn's ``ftol``;
-      ``SoftmaxClassifier`` keeps SciPy's default 2.2e-9), so a small ``tol`` gives
-      the minimiser to many digits.
+      lowers the loss by a relative 1.4e-14 or less (scikit-learn's ``ftol``, as
+      ``SoftmaxClassifier``), so a small ``tol`` gives the minimiser to many digits.
     * ``solver="sgd"`` with ``batch_size=None``: full-batch gradient descent with step
       ``learning_rate``, one such pass per iteration.
     * ``solver="sgd"`` with ``batch_size``: minibatch SGD; each epoch visits the
@@ -950,7 +901,7 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
                               sample_weight=sample_weight, classes=classes,
                               split_every=params["split_every"])
             if params["solver"] == "lbfgs":
-                solution, history = _lbfgs(lin.loss_grad, theta.copy(), params, name)
+                solution, history = _solvers.lbfgs(lin.loss_grad, theta.copy(), params, name)
                 theta[:] = solution  # the fitted weights are views of it
             else:
                 lr = params["learning_rate"]

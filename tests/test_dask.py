@@ -225,10 +225,6 @@ def test_lbfgs_fit_matches_sklearn(client):
     np.testing.assert_array_equal(est.classes_, np.arange(4))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "SoftmaxClassifier's L-BFGS-B keeps SciPy's default ftol (2.2e-9), which stops it "
-    "with the coefficients 1e-5 to 1e-4 (relative) from the minimiser; with scikit-learn's "
-    "ftol (64 machine epsilons, as DaskSoftmaxClassifier) they agree to about 3e-7"))
 def test_in_memory_lbfgs_fit_matches_sklearn():
     X, y = _classification(0)
     est = cysoftmax.SoftmaxClassifier(reg=0.01, tol=1e-10, max_iter=1000, random_state=0)

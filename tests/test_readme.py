@@ -21,6 +21,8 @@ def python_blocks():
 def test_readme_python_example_runs(index, capsys):
     if "import torch" in python_blocks()[index]:
         pytest.importorskip("torch")  # the PyTorch section needs the optional torch
+    if "import dask" in python_blocks()[index] or "cysoftmax.dask" in python_blocks()[index]:
+        pytest.importorskip("distributed")  # the Dask section needs the optional dask
     exec(compile(python_blocks()[index], f"README.md python block {index}", "exec"), {})
 
 

@@ -11,7 +11,8 @@ For each shape N x D x V (rows, features, classes), forward + backward of the
 mean loss of ``z = x @ W.T + b`` with class-index targets, each variant in a fresh
 child process (so that its peak memory is its own):
 
-``fused``          ``cysoftmax.linear_softmax_cross_entropy`` (default chunking);
+``fused``          ``cysoftmax.linear_softmax_cross_entropy`` (default chunking;
+                   ``fused:R`` with ``chunk_size=R``);
 ``products``       the three matrix products alone, on NumPy's BLAS and the same
                    threads: ``x @ W.T``, ``dz @ W``, ``dz.T @ x`` (the floor the
                    fused path is measured against; the loss itself is left out);
@@ -19,11 +20,14 @@ child process (so that its peak memory is its own):
 ``torch-chunked``  PyTorch's ``F.linear_cross_entropy`` (2.13 and later), if present.
 
 Reported per variant: the median time of ``--repeats`` calls after one warm-up;
-``extra_peak_mb``, the peak resident memory of the child minus its resident memory
-once the inputs exist, minus the returned gradients (input, weight and bias: what
-any implementation must hand back); and for the NumPy variants ``tracemalloc_mb``,
+``extra_peak_mb``, the peak resident memory of the child during the timed calls
+(Linux's VmHWM, reset after the warm-up through /proc/self/clear_refs) minus its
+resident memory before them, minus the returned gradients (input, weight and bias:
+what any implementation must hand back); and for the NumPy variants ``tracemalloc_mb``,
 the peak of NumPy's traced allocations during a call beyond the returned arrays.
 The goal is stated against ``N x V x itemsize``, the size of the logits.
+The children run with glibc's ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``
+fixed at 128 KiB, so freed blocks leave the resident size at once.
 Threads: the child's BLAS threads and PyTorch's intra-op threads are set to the
 given count (``all``: the usable CPUs); the kernels use the same.
 """
@@ -52,6 +56,23 @@ def rss_mb():
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
+def reset_peak():
+    # the peak resident size (VmHWM) afresh: building the inputs is no part of a call's
+    # peak; False where Linux's clear_refs is not available
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+def peak_mb():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 rng = np.random.default_rng(0)
 x = rng.standard_normal((N, D), dtype=np.float32).astype(dtype)
 W = (rng.standard_normal((V, D), dtype=np.float32) / np.sqrt(D)).astype(dtype)
@@ -60,11 +81,13 @@ y = rng.integers(0, V, N)
 returned_mb = (x.nbytes + W.nbytes + b.nbytes) / 2**20
 result = {{"variant": variant}}
 
-if variant in ("fused", "products"):
+if variant.startswith("fused") or variant == "products":
     import cysoftmax
-    if variant == "fused":
+    chunk = int(variant.split(":")[1]) if ":" in variant else None
+    if variant.startswith("fused"):
         def call():
             return cysoftmax.linear_softmax_cross_entropy(x, W, y, linear_bias=b,
+                                                          chunk_size=chunk,
                                                           num_threads=threads)
     else:
         def call():
@@ -72,6 +95,7 @@ if variant in ("fused", "products"):
             return z @ W, z.T @ x
     call()  # warm-up (imports, BLAS buffers)
     base = rss_mb()
+    result["peak_reset"] = reset_peak()
     tracemalloc.start()
     times = []
     for _ in range(repeats):
@@ -103,10 +127,11 @@ else:
     call()
     tx.grad = tW.grad = tb.grad = None
     base = rss_mb()
+    result["peak_reset"] = reset_peak()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter(); call(); times.append(time.perf_counter() - t0)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = peak_mb()
 result["time_s"] = statistics.median(times)
 result["extra_peak_mb"] = peak - base - returned_mb
 print(json.dumps(result))
@@ -118,6 +143,10 @@ def run_variant(n: int, d: int, v: int, dtype: str, variant: str, repeats: int,
     env = dict(os.environ)
     for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[key] = str(threads)
+    # glibc: every large block its own mapping, returned when freed (a fixed threshold),
+    # so the resident size before a call holds no freed memory of an earlier one
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 17))
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(1 << 17))
     code = _CHILD.format(args=(n, d, v, dtype, variant, repeats, threads))
     proc = subprocess.run(python_command(code), capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -134,7 +163,7 @@ def run(shapes: List[str], dtype: str, threads: int, repeats: int,
         itemsize = 4 if dtype == "float32" else 8
         logits_mb = n * v * itemsize / 2**20
         for variant in variants:
-            if variant.startswith("torch"):
+            if variant.startswith("torch"):  # (optional)
                 try:
                     import torch  # noqa: F401
                 except ImportError:
@@ -174,7 +203,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     threads = len(os.sched_getaffinity(0)) if args.threads == "all" else int(args.threads)
     variants = [v for v in args.variants.split(",") if v]
-    unknown = set(variants) - set(VARIANTS)
+    unknown = {v for v in variants if v not in VARIANTS and not (
+        v.startswith("fused:") and v[6:].isdigit() and int(v[6:]) > 0)}
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     rows = run([s for s in args.shapes.split(",") if s], args.dtype, threads, args.repeats,
