@@ -54,7 +54,7 @@ import pytest
 import cysoftmax
 import reference
 from symbolic import cases_options as generator
-from test_reference_cases import compare
+from test_reference_cases import _floats, compare
 
 DATA = Path(__file__).parent / "data" / "reference_cases_options.json"
 REGENERATE = generator.COMMAND
@@ -69,12 +69,6 @@ OUTPUTS = ("loss", "grad", "z", "lse")
 # --------------------------------------------------------------------------
 # Reading a case
 # --------------------------------------------------------------------------
-def _floats(values, shape, dtype=np.float64) -> np.ndarray:
-    """Strings (nested) -> array; every string parses to its nearest float64."""
-    flat = np.array(values, dtype=object).reshape(-1) if np.ndim(values) else [values]
-    return np.array([float(v) for v in flat], dtype=np.float64).reshape(shape).astype(dtype)
-
-
 @dataclass
 class Inputs:
     scores: np.ndarray
