@@ -198,16 +198,18 @@ class _SoftmaxEstimator:
             solution, history = _solvers.lbfgs(loss_grad, theta.copy(), params, name)
             theta[:] = solution  # the fitted weights are views of it
         # only a completed fit replaces the fitted state
-        self._set_fitted(weights)
+        return self._set_fitted(weights, classes, n_features, history)
+
+    def _set_fitted(self, weights, classes, n_features, history):
+        """Store a completed fit: the weights by name, the classes, the number of features
+        and the loss history (whose length is n_iter_); returns self."""
+        for name, value in weights.items():
+            setattr(self, name, value)
         self.classes_ = classes
         self.n_features_in_ = n_features
         self.loss_history_ = history
         self.n_iter_ = history.shape[0]
         return self
-
-    def _set_fitted(self, weights):
-        for name, value in weights.items():
-            setattr(self, name, value)
 
     # -- prediction ----------------------------------------------------------
 

@@ -913,12 +913,7 @@ class DaskSoftmaxClassifier(SoftmaxClassifier):
 
                 history = _solvers.gradient_descent(step, X, y, dict(params, batch_size=None),
                                                     rng, name)
-        self._set_fitted(weights)
-        self.classes_ = classes
-        self.n_features_in_ = n_features
-        self.loss_history_ = history
-        self.n_iter_ = history.shape[0]
-        return self
+        return self._set_fitted(weights, classes, n_features, history)
 
     def _minibatch_sgd(self, X, y, classes, theta, params, rng):
         """Epochs of minibatch SGD, one task graph (a chain over the chunks) per epoch."""

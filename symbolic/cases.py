@@ -49,7 +49,7 @@ import numpy as np
 from .evaluate import DIGITS, reference
 
 __all__ = ["CaseSpec", "case_specs", "build_document", "render", "main", "DEFAULT_OUTPUT",
-           "default_output", "COMMAND"]
+           "default_output", "COMMAND", "write_or_check"]
 
 SEED = 20261129
 COMMAND = "python -m symbolic.cases"
@@ -363,9 +363,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.output is None:
         args.output = default_output()
-    if not args.output.parent.parent.is_dir():  # neither a checkout nor an unpacked sdist
-        print(f"{args.output.parent.parent} does not exist: the cases file belongs to the "
-              f"source tree; run `{COMMAND}` from the root of a checkout or an unpacked "
+    return write_or_check(args.output, render, COMMAND, args.check)
+
+
+def write_or_check(output: Path, render: Callable[[], bytes], command: str, check: bool) -> int:
+    """Write ``render()`` to ``output``, or with ``check`` compare them (exit status 1 when
+    they differ); 2 when ``output`` is not in a source tree.  Shared by the generators of
+    the cases files (``command`` is the one named in the messages)."""
+    if not output.parent.parent.is_dir():  # neither a checkout nor an unpacked sdist
+        print(f"{output.parent.parent} does not exist: the cases file belongs to the "
+              f"source tree; run `{command}` from the root of a checkout or an unpacked "
               f"sdist, or pass --output PATH", file=sys.stderr)
         return 2
 
@@ -373,18 +380,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = render()
     seconds = time.perf_counter() - start
     n_cases = data.count(b'"id": ')
-    if args.check:
-        current = args.output.read_bytes() if args.output.exists() else b""
+    if check:
+        current = output.read_bytes() if output.exists() else b""
         if current != data:
-            print(f"{args.output} is out of date; regenerate it with `{COMMAND}`", file=sys.stderr)
+            print(f"{output} is out of date; regenerate it with `{command}`", file=sys.stderr)
             return 1
-        print(f"{args.output}: up to date ({n_cases} cases, {seconds:.1f} s)")
+        print(f"{output}: up to date ({n_cases} cases, {seconds:.1f} s)")
         return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(data)
-    print(f"wrote {args.output} ({n_cases} cases, {len(data)} bytes, {seconds:.1f} s)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(data)
+    print(f"wrote {output} ({n_cases} cases, {len(data)} bytes, {seconds:.1f} s)")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

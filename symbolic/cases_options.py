@@ -41,13 +41,12 @@ import argparse
 import math
 import random
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .cases import (_SMOOTH, _SPREAD_F32, _SPREAD_F64, DTYPES, INF, NAN, REDUCTIONS, _dump,
-                    _labels, _round, _strings, _uniform, _weights)
+                    _labels, _round, _strings, _uniform, _weights, write_or_check)
 from .evaluate import DIGITS, reference_options
 
 __all__ = ["OptionCase", "case_specs", "build_case", "build_document", "render", "main",
@@ -430,27 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.output is None:
         args.output = default_output()
-    if not args.output.parent.parent.is_dir():
-        print(f"{args.output.parent.parent} does not exist: the cases file belongs to the "
-              f"source tree; run `{COMMAND}` from the root of a checkout or an unpacked "
-              f"sdist, or pass --output PATH", file=sys.stderr)
-        return 2
-    start = time.perf_counter()
-    data = render()
-    seconds = time.perf_counter() - start
-    n_cases = data.count(b'"id": ')
-    if args.check:
-        current = args.output.read_bytes() if args.output.exists() else b""
-        if current != data:
-            print(f"{args.output} is out of date; regenerate it with `{COMMAND}`", file=sys.stderr)
-            return 1
-        print(f"{args.output}: up to date ({n_cases} cases, {seconds:.1f} s)")
-        return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(data)
-    print(f"wrote {args.output} ({n_cases} cases, {len(data)} bytes, {seconds:.1f} s)")
-    return 0
-
+    return write_or_check(args.output, render, COMMAND, args.check)
 
 if __name__ == "__main__":
     sys.exit(main())
