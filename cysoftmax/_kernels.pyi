@@ -36,6 +36,7 @@ def softmax_cross_entropy(
     out: Any,
     num_threads: Any,
     with_grad: bool,
+    wide: bool = ...,
 ) -> Tuple[_Loss, Optional[NDArray[np.floating[Any]]], Optional[_Loss],
            Optional[NDArray[np.floating[Any]]]]: ...
 def softmax(scores: Any, out: Any, num_threads: Any, log_space: bool) -> NDArray[np.floating[Any]]: ...

@@ -594,9 +594,11 @@ cdef inline double _mean(double total, double denominator) noexcept:
 
 def softmax_cross_entropy(scores, labels, reduction, weight, ignore_index, label_smoothing,
                           z_loss, softcap, return_z_loss, return_lse, out, num_threads,
-                          bint with_grad):
+                          bint with_grad, bint wide=False):
     """(loss, grad, z, lse) of ``cysoftmax.softmax_cross_entropy``: grad is None unless
     with_grad, z (the z-loss part) and lse (per row) are None unless asked for.
+    ``wide``: the results (loss, z, lse) stay float64, as the kernels compute them,
+    instead of being rounded to the scores' dtype.
 
     The arguments are those of the public function, unchecked: each is checked here
     (the options) or by ``_validation`` (arrays that are not plain already), in the
@@ -688,6 +690,7 @@ def softmax_cross_entropy(scores, labels, reduction, weight, ignore_index, label
         raise MemoryError()
 
     z = None
+    is_f64 = is_f64 or wide
     if opt.reduction == CYSM_REDUCTION_NONE:
         loss = _per_row(row_loss, is_f64, s)
         if want_z:

@@ -10,8 +10,8 @@ logits, reused):
 2. the compiled kernel turns ``z`` into the loss and ``dloss/dz`` in place (every
    option of :func:`cysoftmax.softmax_cross_entropy`);
 3. ``grad_input[chunk] = dz @ W`` (BLAS, written in place), ``grad_linear_weight +=
-   dz.T @ x_chunk`` (BLAS gemm with beta = 1, accumulating in place: no V x D
-   temporary) and ``grad_linear_bias += dz.sum(0)``.
+   dz.T @ x_chunk`` (accumulated block by block of classes: no V x D
+   temporary beyond a few MiB) and ``grad_linear_bias += dz.sum(0)``.
 
 The "mean" reduction needs the whole batch's denominators, known before the first
 chunk from the targets: the kernel is run with reduction "sum" on class weights
@@ -20,15 +20,26 @@ rows), which is the mean's loss and gradient.  So every chunk contributes exactl
 its share, the results do not depend on the chunking except through rounding, and
 for a given chunk size and thread count they are deterministic.
 
-When even a chunk of ``_MIN_ROWS`` rows x V would not fit the budget (V in the
-millions), the classes are chunked too, with an online log-sum-exp: a first pass
-over class blocks computes each row's log-sum-exp (the compiled kernel, per block;
-blocks combined with ``logaddexp``), the target logit and the label-smoothing sum;
-a second pass recomputes each block's logits and forms its gradient from the
-finished log-sum-exp (NumPy's vectorized exp).  That costs a fourth matrix product.
+When a chunk would hold fewer than ``_EFFICIENT_ROWS`` rows (and fewer than the
+batch), the classes are blocked too, with an online log-sum-exp (matrix products of
+a few rows are slow: see the constants below).  For a chunk of up to
+``_CLASS_CHUNK_ROWS`` rows:
+
+1. pass 1, over the class blocks: each block's logits (BLAS), its log-sum-exp per row
+   (the compiled kernel), combined with ``logaddexp``; the target logit and the
+   label-smoothing or probability-target sums;
+2. pass 2, the blocks in reverse order (the last one's logits are still in the
+   buffer): the block's logits again, ``P_k`` as the block's softmax (the compiled
+   kernel) times ``e^{lse_block - lse}``, the gradient in place, and the three
+   products as above (``grad_input`` accumulated over the blocks).
+
+That is a fourth matrix product, but all four are large (rows x block x D), which
+on OpenBLAS is faster than three products of a few rows each.
 
 Memory beyond the inputs and the returned gradients: the logits buffer
-(``chunk_size x V``, or a row chunk x class block) and O(V + chunk_size) vectors.
+(``chunk_size x V``: by default 1/24 of the logits, 16 MiB to 256 MiB; or a row chunk
+x class block of 16 MiB), temporaries of the accumulating products (2 MiB), O(V + rows)
+vectors and, with class blocks, one float64 per row and block (each block's lse).
 """
 
 from __future__ import annotations
@@ -42,35 +53,51 @@ from . import _kernels, _validation
 
 __all__ = ["linear_softmax_cross_entropy", "linear_cross_entropy"]
 
-# The logits buffer is kept under this many bytes (with at least _MIN_ROWS rows) ...
+# Rows per chunk by default: 1/_CHUNK_FRACTION of the batch (the buffer of logits is
+# then that fraction of the N x V logits: 4.2%), but at least as many as fit
+# _BUDGET_BYTES and at most as many as fit _MAX_BUDGET_BYTES.  Matrix products of a
+# few rows are slow (they stream all of linear_weight for little work): on OpenBLAS,
+# 2 threads, N = 4096, D = 512, V = 32000, the three products took 2.9 s in chunks of
+# 131 rows, 2.5 s in chunks of 256 and 2.2 s whole; at V = 128000, 23.6 s in chunks
+# of 32 rows, 12.1 s in chunks of 128, 10.7 s in chunks of 256.
+_CHUNK_FRACTION = 24
 _BUDGET_BYTES = 16 << 20
-_MIN_ROWS = 32
-# ... unless _MIN_ROWS rows of logits exceed this: then classes are chunked too, in
-# blocks of _BUDGET_BYTES for chunks of _CLASS_CHUNK_ROWS rows.
-_CLASS_CHUNKING_BYTES = 64 << 20
-_CLASS_CHUNK_ROWS = 256
-
-
-def _gemm(dtype):
-    from scipy.linalg import blas  # type: ignore[import-untyped, import-not-found, unused-ignore]
-
-    return blas.sgemm if dtype == np.float32 else blas.dgemm
+_MAX_BUDGET_BYTES = 256 << 20
+# When that leaves fewer than _EFFICIENT_ROWS rows per chunk (and fewer than the
+# batch), the classes are blocked instead: chunks of up to _CLASS_CHUNK_ROWS rows,
+# blocks of at least _MIN_CLASS_BLOCK classes in _BUDGET_BYTES.  Its four products are
+# large ones (V = 128000: 15.3 s against 23.6 s for three in chunks of 32 rows).
+_EFFICIENT_ROWS = 64
+_CLASS_CHUNK_ROWS = 4096
+_MIN_CLASS_BLOCK = 256
+# float64 temporaries of the class blocks' general case (soft-capping, probability
+# targets, label smoothing) are made for row ranges of at most this many bytes.
+_SUB_BLOCK_BYTES = 4 << 20
+# The products that accumulate (into grad_linear_weight over row chunks, into
+# grad_input over class blocks) go through temporaries of at most this many bytes.
+# They are NumPy's: SciPy's BLAS is another OpenBLAS with its own threads, and
+# alternating between the two halved the speed of both (their idle threads spin).
+_ACCUMULATE_BYTES = 2 << 20
 
 
 def _accumulate_outer(dst: np.ndarray, dz: np.ndarray, x: np.ndarray, first: bool) -> None:
-    """``dst += dz.T @ x`` in place (dst (V, D), C- or F-contiguous; dz (r, V), x (r, D),
-    C-contiguous): one BLAS gemm with beta = 1 (SciPy's), no temporary; for the
-    ``first`` product (dst still zero), NumPy's matmul writing into dst."""
+    """``dst += dz.T @ x`` (dst (V', D); dz (r, V'), x (r, D)): for the ``first``
+    product (dst not yet written) NumPy's matmul writing into dst, else in blocks of
+    dst's rows so that the temporary stays under ``_ACCUMULATE_BYTES``."""
     if first:
         np.matmul(dz.T, x, out=dst)
         return
-    gemm = _gemm(dst.dtype)
-    if dst.flags.c_contiguous:  # dst.T (D, V) is Fortran-ordered: dst.T += x.T @ dz
-        out = gemm(1.0, x.T, dz.T, beta=1.0, c=dst.T, trans_b=True, overwrite_c=True)
-    else:  # dst itself is Fortran-ordered: dst += dz.T @ x
-        out = gemm(1.0, dz.T, x.T, beta=1.0, c=dst, trans_b=True, overwrite_c=True)
-    if not np.shares_memory(out, dst):  # pragma: no cover - a BLAS that copied
-        dst += out.T if dst.flags.c_contiguous else out
+    step = max(1, _ACCUMULATE_BYTES // (dst.shape[1] * dst.itemsize))
+    for c0 in range(0, dst.shape[0], step):
+        dst[c0:c0 + step] += dz[:, c0:c0 + step].T @ x
+
+
+def _accumulate_rows_times(dst: np.ndarray, dz: np.ndarray, W: np.ndarray) -> None:
+    """``dst += dz @ W`` (dst (r, D), dz (r, c), W (c, D)) in blocks of rows whose
+    temporary stays under ``_ACCUMULATE_BYTES``."""
+    step = max(1, _ACCUMULATE_BYTES // (dst.shape[1] * dst.itemsize))
+    for s0 in range(0, dst.shape[0], step):
+        dst[s0:s0 + step] += _rows_times(dz[s0:s0 + step], W)
 
 
 class _Problem:
@@ -133,10 +160,12 @@ class _Problem:
         row_bytes = self.V * dtype.itemsize
         self.class_block = None
         if chunk_size is None:
-            chunk = max(_MIN_ROWS, _BUDGET_BYTES // row_bytes)
-            if _MIN_ROWS * row_bytes > _CLASS_CHUNKING_BYTES:  # V in the millions
-                chunk = _CLASS_CHUNK_ROWS
-                self.class_block = max(1, _BUDGET_BYTES // (chunk * dtype.itemsize))
+            chunk = max(_BUDGET_BYTES // row_bytes,
+                        min(self.N // _CHUNK_FRACTION, _MAX_BUDGET_BYTES // row_bytes))
+            if chunk < min(self.N, _EFFICIENT_ROWS):  # few rows per chunk: block the classes
+                chunk = min(self.N, _CLASS_CHUNK_ROWS)
+                self.class_block = max(_MIN_CLASS_BLOCK,
+                                       _BUDGET_BYTES // (chunk * dtype.itemsize))
         else:
             chunk = _validation.check_scalar(chunk_size, "chunk_size", "int", low=1)
         self.chunk = max(1, min(chunk, self.N))
@@ -228,11 +257,10 @@ def _finish_chunk(p, dz, r0, r1, row_scale, gx, gW, gb, c0=0, c1=None, accumulat
     if row_scale is not None:
         dz *= row_scale[r0:r1, None]
     if gx is not None:
-        part = _rows_times(dz, p.W[c0:c1])
         if accumulate_x:
-            gx[r0:r1] += part
+            _accumulate_rows_times(gx[r0:r1], dz, p.W[c0:c1])
         else:
-            gx[r0:r1] = part
+            gx[r0:r1] = _rows_times(dz, p.W[c0:c1])
     _accumulate_outer(gW[c0:c1], dz, p.x[r0:r1], first=r0 == 0)
     gb[c0:c1] += dz.sum(axis=0, dtype=np.float64)
 
@@ -264,52 +292,47 @@ def _class_chunked(p, want_grads, row_scale, block, rows_losses, gx, gW, gb):
     """Rows in chunks and classes in blocks of ``block``: online log-sum-exp (see the
     module's comment)."""
     V, dtype = p.V, p.dtype
-    eps, cap, C = p.eps, p.softcap, float(V)
     w = np.ones(V) if p.kernel_weight is None else np.asarray(p.kernel_weight, np.float64)
     lam = p.kernel_z
-    total = 0.0
+    blocks = [(c0, min(V, c0 + block)) for c0 in range(0, V, block)]
+    last = len(blocks) - 1
     flat = np.empty(p.chunk * min(block, V), dtype)
+    block_lse = np.empty((len(blocks), p.chunk))
+    total = 0.0
     for r0 in range(0, p.N, p.chunk):
         r1 = min(p.N, r0 + p.chunk)
         r = r1 - r0
+        rows = _ChunkRows(p, r0, r1, w)
         lse = np.full(r, -np.inf)
-        tw_x = np.zeros(r)  # sum_c wt_c x'_c
-        tw = np.zeros(r)  # sum_c wt_c  (A)
-        if p.labels is not None:
-            y = p.labels[r0:r1]
-            kept = y != p.ignore_index
-            ys = np.where(kept, y, 0)
-            wy = np.where(kept, w[ys], 0.0)
-        # pass 1: lse, sum wt x', sum wt
-        for c0 in range(0, V, block):
-            c1 = min(V, c0 + block)
+        own = np.zeros(r)  # the blocks' own losses: sum_b sum_{c in b} wt_c (lse_b - x'_c)
+        tw = np.zeros(r)  # sum_c wt_c (A): its smoothing part for class indices
+        smooth_x = np.zeros(r)  # class indices: eps/C sum_c w_c x'_c
+        block_tw = np.zeros((len(blocks), r)) if p.labels is None else None
+        # pass 1: per block, lse (the kernel's, combined) and the losses within the block
+        for bi, (c0, c1) in enumerate(blocks):
             z = p.logits(r0, r1, flat[: r * (c1 - c0)].reshape(r, c1 - c0), c0, c1)
-            _, _, _, lse_b = _kernels.softmax_cross_entropy(
-                z, np.full(r, -1, np.int64), "sum", None, -1, 0.0, 0.0, cap, False, True,
-                None, p.num_threads, False)
-            lse = np.logaddexp(lse, lse_b.astype(np.float64))
-            xc = _capped(z, cap)
-            if p.labels is not None:
-                inside = kept & (ys >= c0) & (ys < c1)
-                rows = np.flatnonzero(inside)
-                tw_x[rows] += (1 - eps) * wy[rows] * xc[rows, ys[rows] - c0]
-                if eps > 0:
-                    tw_x += eps / C * (xc @ w[c0:c1])
-                    tw += eps / C * w[c0:c1].sum()
-            else:
-                wt = w[c0:c1] * ((1 - eps) * p.targets[r0:r1, c0:c1].astype(np.float64)
-                                 + eps / C)
-                _check_targets(p, r0, r1, c0, c1)
-                with np.errstate(invalid="ignore"):
-                    tw_x += np.where(wt != 0, wt * xc, 0.0).sum(axis=1)
-                tw += wt.sum(axis=1)
+            block_lse[bi, :r] = _block_losses(p, rows, z, c0, c1, w, own, tw, smooth_x,
+                                              None if block_tw is None else block_tw[bi])
+            with np.errstate(invalid="ignore"):  # NaN rows stay NaN
+                np.logaddexp(lse, block_lse[bi, :r], out=lse)
+        # ... and -wt_c log P_c = wt_c (lse_b - x'_c) + wt_c (lse - lse_b), the second
+        # term as log1p of the other blocks' mass: a sum of terms >= 0, without the
+        # cancellation of lse - x'_c when P_c is near 1
         if p.labels is not None:
-            tw += (1 - eps) * wy
-            z_rows = np.where(kept, lam * lse * lse, 0.0) if lam > 0 else 0.0
-            ce = np.where(kept, tw * lse - tw_x, 0.0)
+            nll = own + _beyond(block_lse[:, :r], rows.label_block(block))
+            ce = (1 - p.eps) * rows.wy * nll
+            if p.eps > 0:
+                ce += tw * lse - smooth_x
+            ce = np.where(rows.kept, ce, 0.0)
+            tw += (1 - p.eps) * rows.wy
+            z_rows = np.where(rows.kept, lam * lse * lse, 0.0) if lam > 0 else 0.0
         else:
+            tw = block_tw.sum(axis=0)
+            ce = own
+            for bi in range(len(blocks)):
+                held = block_tw[bi] != 0
+                ce[held] += block_tw[bi, held] * _beyond(block_lse[:, :r][:, held], bi)
             z_rows = lam * lse * lse if lam > 0 else 0.0
-            ce = tw * lse - tw_x
         row_loss = ce + z_rows
         if rows_losses is not None:
             rows_losses[r0:r1] = row_loss
@@ -317,40 +340,167 @@ def _class_chunked(p, want_grads, row_scale, block, rows_losses, gx, gW, gb):
             total += float(np.sum(row_loss))
         if not want_grads:
             continue
-        # pass 2: each block's gradient from the finished lse
+        # pass 2: each block's gradient from the finished lse, the last block first (its
+        # logits are still in the buffer)
         coef = tw + (2 * lam * lse if lam > 0 else 0.0)
-        for c0 in range(0, V, block):
-            c1 = min(V, c0 + block)
-            z = p.logits(r0, r1, flat[: r * (c1 - c0)].reshape(r, c1 - c0), c0, c1)
-            if cap is not None:
-                t = np.tanh(z.astype(np.float64) / cap)
-                xc = np.where(z == -np.inf, -np.inf, cap * t)
-                dcap = np.where(z == -np.inf, 0.0, (1 - t) * (1 + t))
-            else:
-                xc, dcap = z.astype(np.float64), None
-            P = np.exp(xc - lse[:, None])
-            g = P * coef[:, None]
-            if p.labels is not None:
-                if eps > 0:
-                    g -= eps / C * w[c0:c1]
-                inside = kept & (ys >= c0) & (ys < c1)
-                rows = np.flatnonzero(inside)
-                g[rows, ys[rows] - c0] -= (1 - eps) * wy[rows]
-                g[~kept] = 0.0
-            else:
-                g -= w[c0:c1] * ((1 - eps) * p.targets[r0:r1, c0:c1] + eps / C)
-            if dcap is not None:
-                g *= dcap
-            z[...] = g
-            _finish_chunk(p, z, r0, r1, row_scale, gx, gW, gb, c0, c1, accumulate_x=c0 > 0)
+        for bi in range(last, -1, -1):
+            c0, c1 = blocks[bi]
+            z = flat[: r * (c1 - c0)].reshape(r, c1 - c0)
+            if bi != last:
+                p.logits(r0, r1, z, c0, c1)
+            _block_gradient(p, rows, z, c0, c1, w, lse, block_lse[bi, :r], coef)
+            _finish_chunk(p, z, r0, r1, row_scale, gx, gW, gb, c0, c1,
+                          accumulate_x=bi != last)
     return total
 
 
+class _ChunkRows:
+    """The class-index targets of rows r0:r1: kept rows, their labels (0 where
+    ignored) and label weights (0 where ignored)."""
+
+    def __init__(self, p, r0, r1, w):
+        self.r0, self.r1 = r0, r1
+        if p.labels is not None:
+            y = p.labels[r0:r1]
+            self.kept = y != p.ignore_index
+            self.all_kept = bool(self.kept.all())
+            self.ys = np.where(self.kept, y, 0)
+            self.wy = np.where(self.kept, w[self.ys], 0.0)
+
+    def label_block(self, block):
+        """The index of the class block that holds each row's label (0 if ignored)."""
+        return self.ys // block
+
+    def inside(self, c0, c1):
+        """The rows whose label is a class of c0:c1, and its column in the block."""
+        rows = np.flatnonzero(self.kept & (self.ys >= c0) & (self.ys < c1))
+        return rows, self.ys[rows] - c0
+
+
+def _sub_blocks(r, width):
+    """Row ranges of at most _SUB_BLOCK_BYTES of float64 temporaries of this width."""
+    step = max(1, _SUB_BLOCK_BYTES // (8 * max(1, width)))
+    return [(s0, min(r, s0 + step)) for s0 in range(0, r, step)]
+
+
+def _block_losses(p, rows, z, c0, c1, w, own, tw, smooth_x, block_tw):
+    """Pass 1 of a class block ``z`` (its logits): returns each row's log-sum-exp over
+    the block (-inf where every logit is -inf) and adds to ``own`` the loss within the
+    block, ``sum_{c in block} wt_c (lse_block - x'_c)`` (the compiled kernel, in
+    float64); for class indices with smoothing, to ``tw`` and ``smooth_x`` the block's
+    shares of ``eps/C sum_c w_c`` and ``eps/C sum_c w_c x'_c``; for probability
+    targets, ``sum_{c in block} wt_c`` into ``block_tw``."""
+    eps, cap, C = p.eps, p.softcap, float(p.V)
+    if p.labels is not None:
+        at, cols = rows.inside(c0, c1)
+        y = np.full(z.shape[0], -1, np.int64)
+        y[at] = cols
+        loss, _, _, lse = _kernels.softmax_cross_entropy(
+            z, y, "none", None, -1, 0.0, 0.0, cap, False, True, None, p.num_threads, False,
+            True)
+        masked = _masked_rows(z, lse)
+        loss[masked] = np.inf  # the target's logit is -inf as well
+        own[at] += loss[at]
+        if eps > 0:
+            wb = w[c0:c1]
+            for s0, s1 in _sub_blocks(z.shape[0], c1 - c0):
+                smooth_x[s0:s1] += eps / C * (_capped(z[s0:s1], cap) @ wb)
+            tw += eps / C * wb.sum()
+        return lse
+    _check_targets(p, rows.r0, rows.r1, c0, c1)
+    lse = np.empty(z.shape[0])
+    for s0, s1 in _sub_blocks(z.shape[0], c1 - c0):
+        t = p.targets[rows.r0 + s0:rows.r0 + s1, c0:c1]
+        if eps > 0:
+            t64 = (1 - eps) * t.astype(np.float64) + eps / C
+            t = t64.astype(z.dtype)
+        else:
+            t64, t = t.astype(np.float64), np.ascontiguousarray(t)
+        block_tw[s0:s1] = t64 @ w[c0:c1]
+        loss, _, _, lse[s0:s1] = _kernels.softmax_cross_entropy(
+            z[s0:s1], t, "none", w[c0:c1], -100, 0.0, 0.0, cap, False, True, None,
+            p.num_threads, False, True)
+        masked = _masked_rows(z[s0:s1], lse[s0:s1])
+        loss[masked] = np.where(block_tw[s0:s1][masked] != 0, np.inf, 0.0)
+        own[s0:s1] += loss
+    return lse
+
+
+def _masked_rows(z, lse):
+    """Rows of ``z`` that are -inf throughout (the kernel's lse, NaN there, set to -inf
+    in place); NaN rows stay NaN."""
+    masked = np.zeros(z.shape[0], bool)
+    undefined = np.flatnonzero(np.isnan(lse))
+    if undefined.size:
+        masked[undefined[(z[undefined] == -np.inf).all(axis=1)]] = True
+        lse[masked] = -np.inf
+    return masked
+
+
+def _beyond(block_lse, b):
+    """``log1p(sum_{b' != b} e^{lse_b' - lse_b})`` per row (columns of ``block_lse``,
+    (n_blocks, rows)): ``lse - lse_b``, where b is a block index per row or one for
+    all."""
+    cols = np.arange(block_lse.shape[1])
+    own = block_lse[b, cols]
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.exp(block_lse - own)
+    e[b, cols] = 0.0
+    with np.errstate(invalid="ignore"):
+        return np.log1p(e.sum(axis=0))
+
+
+def _block_gradient(p, rows, z, c0, c1, w, lse, lse_b, coef):
+    """Pass 2 of a class block: its gradient in place of its logits ``z``, from each
+    row's log-sum-exp over all classes ``lse``, over the block ``lse_b``, and the
+    factor ``coef`` of P_k (sum_c wt_c + 2 lambda lse)."""
+    eps, cap, C = p.eps, p.softcap, float(p.V)
+    if cap is None and p.labels is not None:
+        # P_k = softmax of the block (the compiled kernel) * e^{lse_b - lse}
+        _kernels.softmax(z, z, p.num_threads, False)
+        with np.errstate(invalid="ignore"):  # rows -inf throughout: NaN, as the kernel's
+            scale = np.exp(lse_b - lse) * coef
+        empty = lse_b == -np.inf  # the block holds none of the row's mass
+        if empty.any():
+            z[empty] = 0
+        z *= scale.astype(z.dtype)[:, None]
+        if eps > 0:
+            z -= (eps / C * w[c0:c1]).astype(z.dtype)
+        at, cols = rows.inside(c0, c1)
+        z[at, cols] -= ((1 - eps) * rows.wy[at]).astype(z.dtype)
+        if not rows.all_kept:
+            z[~rows.kept] = 0
+        return
+    for s0, s1 in _sub_blocks(z.shape[0], c1 - c0):
+        zs = z[s0:s1]
+        if cap is not None:
+            t = np.tanh(zs.astype(np.float64) / cap)
+            xc = np.where(zs == -np.inf, -np.inf, cap * t)
+            dcap = np.where(zs == -np.inf, 0.0, (1 - t) * (1 + t))
+        else:
+            xc, dcap = zs.astype(np.float64), None
+        g = np.exp(xc - lse[s0:s1, None])
+        g *= coef[s0:s1, None]
+        if p.labels is not None:
+            if eps > 0:
+                g -= eps / C * w[c0:c1]
+            at, cols = rows.inside(c0, c1)
+            inside = (at >= s0) & (at < s1)
+            g[at[inside] - s0, cols[inside]] -= (1 - eps) * rows.wy[at[inside]]
+            g[~rows.kept[s0:s1]] = 0.0
+        else:
+            t = p.targets[rows.r0 + s0:rows.r0 + s1, c0:c1]
+            g -= w[c0:c1] * ((1 - eps) * t + eps / C)
+        if dcap is not None:
+            g *= dcap
+        zs[...] = g
+
+
 def _capped(z, cap):
-    x = z.astype(np.float64)
+    x = np.asarray(z, np.float64)
     if cap is None:
         return x
-    return np.where(z == -np.inf, -np.inf, cap * np.tanh(x / cap))
+    return np.where(x == -np.inf, -np.inf, cap * np.tanh(x / cap))
 
 
 def _check_targets(p, r0, r1, c0, c1):
@@ -391,8 +541,12 @@ def linear_softmax_cross_entropy(
         As in :func:`cysoftmax.softmax_cross_entropy` (``num_threads`` is the
         kernels'; the matrix products run on NumPy's BLAS with its own threads).
     chunk_size : int >= 1, optional
-        Rows per chunk.  Default: as many as keep a chunk of logits under 16 MiB (at
-        least 32).  Results are deterministic for a given chunk size and thread count.
+        Rows per chunk, with all V classes at once (a chunk_size x V buffer of
+        logits).  Default: 1/24 of the rows (a buffer of 4.2% of the N x V logits),
+        at least as many as fit 16 MiB of logits and at most 256 MiB; where that is
+        fewer than 64 rows (and than the batch), chunks of up to 4096 rows and blocks
+        of classes in 16 MiB, with an online log-sum-exp.  Results are deterministic
+        for a given chunk size and thread count.
 
     Returns
     -------

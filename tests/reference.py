@@ -126,8 +126,10 @@ def cross_entropy_options(f, labels, reduction="mean", weight=None, ignore_index
         onehot[np.arange(n), ys] = 1.0
         wt = (1 - eps) * wy[:, None] * onehot + eps / C * w[None, :]
         with np.errstate(invalid="ignore"):
-            ce = np.where(keep, (1 - eps) * wy * -logp[np.arange(n), ys]
-                          - eps * (logp * (w / C)).sum(axis=1), 0.0)
+            ce = (1 - eps) * wy * -logp[np.arange(n), ys]
+            if eps > 0:  # absent without smoothing (not 0 * -inf on a masked class)
+                ce = ce - eps * (logp * (w / C)).sum(axis=1)
+            ce = np.where(keep, ce, 0.0)
         ce_den, z_den = wy.sum(), float(keep.sum())
         g_ce = p * ((1 - eps) * wy + eps * (w / C).sum())[:, None] - wt
     with np.errstate(invalid="ignore", over="ignore"):

@@ -111,6 +111,61 @@ def test_nd_input_and_fortran_weight():
     close(gW, GW, np.float64, "grad_linear_weight")
 
 
+@pytest.mark.parametrize("option", ["plain", "smooth", "cap", "prob"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_class_blocks_with_masked_classes_nan_rows_and_ignored_rows(dtype, option):
+    """Class blocks (5 of 13 classes) where a whole block is masked (-inf bias) for
+    every row, a row holds NaN, and rows are ignored: what the unfused path gives,
+    NaN where it has NaN."""
+    targets = "prob" if option == "prob" else "index"
+    x, W, b, t = make(("blocks", dtype, option), 12, 4, 13, dtype, targets)
+    b[5:10] = -np.inf
+    if targets == "prob":  # no target mass on masked classes: finite losses
+        t[:, 5:10] = 0
+    else:
+        t = np.where((t >= 5) & (t < 10), t - 5, t)
+    x[3, 1] = np.nan
+    opts = dict(label_smoothing=0.1) if option == "smooth" else {}
+    if option == "cap":
+        opts = dict(softcap=2.0, z_loss=0.01)
+    for reduction in ("sum", "none"):
+        p = _linear._Problem(x, W, t, b, None, reduction, -100, opts.get("label_smoothing", 0.0),
+                             opts.get("z_loss", 0.0), opts.get("softcap"), 5, None)
+        loss, gx, gW, gb = _linear._public(p, *_linear._fused(p, True, class_block=5))
+        L, GX, GW, GB = unfused(x, W, b, t, reduction=reduction, **opts)
+        for got, want, what in ((loss, L, "loss"), (gx, GX, "grad_input"),
+                                (gW, GW, "grad_linear_weight"), (gb, GB, "grad_linear_bias")):
+            got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
+            np.testing.assert_array_equal(np.isinf(got), np.isinf(want), err_msg=what)
+            finite = np.isfinite(want)
+            close(got[finite], want[finite], dtype, what)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_default_chunks_block_the_classes_when_rows_would_be_few(dtype, monkeypatch):
+    """The default chunking: a fraction of the rows within a budget, and class blocks
+    when that leaves fewer than _EFFICIENT_ROWS rows (budgets shrunk to this size)."""
+    x, W, b, t = make(("default-chunks", dtype), 40, 5, 13, dtype, "index")
+    row_bytes = 13 * np.dtype(dtype).itemsize
+    monkeypatch.setattr(_linear, "_BUDGET_BYTES", 6 * row_bytes)
+    monkeypatch.setattr(_linear, "_MAX_BUDGET_BYTES", 6 * row_bytes)
+    monkeypatch.setattr(_linear, "_MIN_CLASS_BLOCK", 4)
+    monkeypatch.setattr(_linear, "_CLASS_CHUNK_ROWS", 16)
+    L, GX, GW, GB = unfused(x, W, b, t, label_smoothing=0.05)
+    for efficient, blocked in ((5, False), (7, True)):
+        monkeypatch.setattr(_linear, "_EFFICIENT_ROWS", efficient)
+        p = _linear._Problem(x, W, t, b, None, "mean", -100, 0.05, 0.0, None, None, None)
+        assert (p.class_block is not None) == blocked
+        assert (p.chunk, p.class_block) == ((16, 6 * 13 // 16) if blocked else (6, None))
+        loss, gx, gW, gb = cysoftmax.linear_softmax_cross_entropy(x, W, t, linear_bias=b,
+                                                                  label_smoothing=0.05)
+        close(loss, L, dtype, "loss")
+        close(gx, GX, dtype, "grad_input")
+        close(gW, GW, dtype, "grad_linear_weight")
+        close(gb, GB, dtype, "grad_linear_bias")
+
+
 def test_mean_over_no_rows_is_nan_with_zero_gradients():
     x, W, b, _ = make(("nan",), 6, 3, 4, np.float64, "index")
     t = np.full(6, -100)
