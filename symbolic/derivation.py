@@ -1253,7 +1253,7 @@ def render_markdown(results: Sequence[Result]) -> str:
            "proved with SymPy (methods listed per step).", ""]
     for r in results:
         out += [f"## {r.step.label} {r.step.title}", "", "$$",
-                _latex_chain(r.step).replace(r"\\", "").replace("&", ""), "$$", ""]
+                _latex_chain(r.step).replace(r" \\ ", " ").replace("&", ""), "$$", ""]
         if r.step.note:
             out += [f"*{r.step.note}*", ""]
         out += [f"**{_status(r)}**: {'; '.join(r.methods)}", ""]

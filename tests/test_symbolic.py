@@ -68,6 +68,9 @@ def test_derivation_documents(derivation_run):
     assert r"\delta_{k y}" in latex
     markdown = md.read_text(encoding="utf-8")
     assert markdown.count("\n## ") == n and markdown.count("**verified**") == n
+    # a sum over two indices keeps the line break between its limits (only the chain's
+    # line breaks are dropped)
+    assert r"\substack{0 \leq k \leq C - 1\\0 \leq j \leq C - 1}" in markdown
 
 
 def test_ascii_output():
