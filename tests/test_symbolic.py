@@ -57,6 +57,11 @@ def test_derivation_command_verifies_every_step(derivation_run):
     for label in ("targets", "z'", "softcap", "softcap_t", "softcap_z", "convex", "log1p"):
         block = proc.stdout.split(f"[ok] {label} ")[1].split("\n\n")[0]
         assert "general C" in block and "C = 1..6" in block, label
+    # the fused linear layer and the classifier: general sizes and every size up to 3
+    for label in ("linear x", "linear W", "linear b", "classifier W", "classifier b"):
+        block = proc.stdout.split(f"[ok] {label} ")[1].split("\n\n")[0]
+        assert "general N, D" in block and "= 1..3, every index" in block, label
+    assert "every label pattern" in proc.stdout.split("[ok] classifier W ")[1]
 
 
 def test_derivation_documents(derivation_run):
@@ -250,6 +255,59 @@ def test_a_wrong_soft_capped_form_fails_its_step(name, monkeypatch):
     step = _step(label)
     step.classes = range(1, 3)
     assert not verify(step).ok, name
+
+
+LINEAR_MUTATIONS = {
+    # the fused layer's gradients: W read the wrong way round, the rows of g not summed
+    # (the bias gradient of row i alone), the input gradient missing W
+    "grad-input-transposed": ("linear x", "linear_grad_input_closed",
+                              lambda e: e.xreplace({E.lin_W[E.out_b, E.feature]:
+                                                    E.lin_W[E.feature, E.out_b]})),
+    "grad-bias-one-row": ("linear b", "linear_grad_bias_closed",
+                          lambda e: E.logit_grad[E.i, E.out]),
+    "grad-weight-no-x": ("linear W", "linear_grad_weight_closed",
+                         lambda e: e.xreplace({E.lin_x[E.row_b, E.feature]: 1})),
+    # the classifier: the L2 term's factor, a regularised bias
+    "reg-twice": ("classifier W", "classifier_grad_weight_closed",
+                  lambda e: e + E.reg * E.lin_W[E.feature, E.c]),
+    "reg-half": ("classifier W", "classifier_grad_weight_closed",
+                 lambda e: e - E.reg * E.lin_W[E.feature, E.c] / 2),
+    "bias-regularised": ("classifier b", "classifier_grad_bias_closed",
+                         lambda e: e + E.reg * E.lin_b[E.c]),
+}
+
+
+@pytest.mark.parametrize("name", list(LINEAR_MUTATIONS))
+def test_a_wrong_linear_gradient_fails_its_step(name, monkeypatch):
+    label, attribute, mutate = LINEAR_MUTATIONS[name]
+    assert attribute in {n for n in dir(E) if n.endswith("_closed")}
+    monkeypatch.setattr(E, attribute, mutate(getattr(E, attribute)))
+    result = verify(_step(label))
+    assert not result.ok, name
+
+
+def test_linear_step_without_the_bias_in_the_logits_fails(monkeypatch):
+    """Logits without the bias: the bias gradient (sum of g over the rows) is refused."""
+    logit = E.linear_logit
+    monkeypatch.setattr(E, "linear_logit", lambda row, out, *a: logit(row, out, *a) - E.lin_b[out])
+    assert not verify(_step("linear b")).ok
+
+
+@pytest.mark.parametrize("wrong", ["no-1/N", "reg/2", "no-reg", "P-only"])
+def test_classifier_mean_form_is_proved_exhaustively(wrong):
+    """The last line, X^T (P - Y)/N + reg W, is checked against sympy.diff of the mean
+    cross-entropy (the general part stops at the line before it)."""
+    step = _step("classifier W")
+    r, dd, c = E.row_b, E.feature, E.c
+    residual = D.P[r, c] - sp.KroneckerDelta(c, E.labels[r])
+    total = sp.Sum(E.lin_x[r, dd] * residual, (r, 0, E.N - 1))
+    step.chain[3] = {"no-1/N": total + E.reg * E.lin_W[dd, c],
+                     "reg/2": total / E.N + E.reg * E.lin_W[dd, c] / 2,
+                     "no-reg": total / E.N,
+                     "P-only": sp.Sum(E.lin_x[r, dd] * D.P[r, c], (r, 0, E.N - 1)) / E.N
+                     + E.reg * E.lin_W[dd, c]}[wrong]
+    result = verify(step)
+    assert not result.ok and "labels" in result.detail, result.detail
 
 
 def test_psd_step_rejects_a_wrong_minor():
