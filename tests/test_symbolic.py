@@ -487,13 +487,14 @@ def test_inputs_are_rounded_to_the_dtype_before_evaluation():
 # --------------------------------------------------------------------------
 def _direct_options(scores, targets, reduction, weight, eps, lam, kappa, probability):
     """The options' definitions transcribed directly into mpmath (no SymPy):
-    loss, z part and lse."""
+    loss, z part and lse (``kappa=None``: no soft-capping)."""
     n_classes = len(scores[0])
     w = [mpmath.mpf(v) for v in weight]
     eps, lam = mpmath.mpf(eps), mpmath.mpf(lam)
     ces, zs, lses, counted, denom = [], [], [], 0, mpmath.mpf(0)
     for row, target in zip(scores, targets):
-        capped = [kappa * mpmath.tanh(mpmath.mpf(v) / kappa) for v in row]
+        capped = [kappa * mpmath.tanh(mpmath.mpf(v) / kappa) if kappa is not None
+                  else mpmath.mpf(v) for v in row]
         lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in capped))
         nll = [lse - v for v in capped]
         lses.append(lse)
@@ -606,3 +607,82 @@ def test_options_inputs_are_rounded_to_the_dtype_before_evaluation():
                                        reduction="sum", z_loss=0.5, softcap=2.0)
     assert (case["expected"]["loss"], case["expected"]["z"]) == (exact.loss, exact.z)
     assert case["expected"]["lse"] == exact.lse and case["expected"]["grad"] == exact.grad
+
+
+# --------------------------------------------------------------------------
+# The evaluator of the linear layer and the classifier
+# --------------------------------------------------------------------------
+def _direct_linear(x, W, b, targets, reduction, weight, eps, lam, kappa, probability,
+                   classifier=False, reg=0.0):
+    """The fused layer's (or the classifier's) loss transcribed directly into mpmath:
+    the logits as sums of products, then :func:`_direct_options`."""
+    if classifier:  # scores = X W + b, W (D, C)
+        W = [list(col) for col in zip(*W)]
+    mp = mpmath.mpf  # exact: never a float product
+    logits = [[mpmath.fsum(mp(a) * mp(v) for a, v in zip(row, Wv)) + mp(bv)
+               for Wv, bv in zip(W, b)] for row in x]
+    loss = _direct_options(logits, targets, reduction, weight, eps, lam, kappa, probability)[0]
+    if classifier:
+        loss += reg / 2 * mpmath.fsum(mp(v) ** 2 for Wv in W for v in Wv)
+    return mpmath.fsum(loss) if reduction == "none" else loss
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("probability", [False, True], ids=["index", "probability"])
+def test_linear_evaluator_matches_definition_and_derivative(reduction, probability):
+    """reference_linear: the loss is the options' loss of x W^T + b, and each gradient
+    (input, weight, bias) the numerical derivative of the summed loss (mpmath.diff)."""
+    rng = random.Random(13)
+    x = [[rng.uniform(-2, 2) for _ in range(2)] for _ in range(3)]
+    W = [[rng.uniform(-2, 2) for _ in range(2)] for _ in range(4)]
+    b = [rng.uniform(-1, 1) for _ in range(4)]
+    targets = ([[rng.uniform(0, 1) for _ in range(4)] for _ in range(3)] if probability
+               else [2, -100, 0])
+    options = dict(weight=[0.5, 2.0, 1.25, 3.0], label_smoothing=0.1, z_loss=0.3, softcap=1.5)
+    ref = evaluate.reference_linear(x, W, b, targets, reduction=reduction, **options)
+    tol = mpmath.mpf(10) ** -18
+    args = (reduction, options["weight"], 0.1, 0.3, mpmath.mpf(1.5), probability)
+    with mpmath.workdps(40):
+        loss = _direct_linear(x, W, b, targets, *args)
+        got = mpmath.fsum(mpmath.mpf(v) for v in ref.loss) if reduction == "none" \
+            else mpmath.mpf(ref.loss)
+        assert abs(got - loss) <= tol * (1 + abs(loss))
+        for name, array, grads in (("x", x, ref.grad_input), ("W", W, ref.grad_linear_weight),
+                                   ("b", [b], [ref.grad_linear_bias])):
+            for r, row in enumerate(array):
+                for q in range(len(row)):
+                    def total(t, name=name, r=r, q=q):
+                        moved = {"x": [list(v) for v in x], "W": [list(v) for v in W],
+                                 "b": [list(b)]}
+                        moved[name][r][q] = moved[name][r][q] + t
+                        return _direct_linear(moved["x"], moved["W"], moved["b"][0], targets,
+                                              *args)
+                    assert abs(mpmath.mpf(grads[r][q]) - mpmath.diff(total, 0)) <= tol, \
+                        (name, r, q)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_classifier_evaluator_matches_definition_and_derivative(reduction):
+    """reference_classifier: loss = cross-entropy of X W + b plus reg/2 sum W^2; dW and
+    db are its numerical derivatives."""
+    rng = random.Random(17)
+    X = [[rng.uniform(-2, 2) for _ in range(3)] for _ in range(4)]
+    W = [[rng.uniform(-1, 1) for _ in range(3)] for _ in range(3)]  # (D, C)
+    b = [rng.uniform(-1, 1) for _ in range(3)]
+    y, reg = [2, 0, -100, 1], 0.75
+    ref = evaluate.reference_classifier(X, W, b, y, reg=reg, reduction=reduction,
+                                        weight=[0.5, 2.0, 1.25], label_smoothing=0.1)
+    tol = mpmath.mpf(10) ** -18
+    args = (reduction, [0.5, 2.0, 1.25], 0.1, 0.0, None, False, True, mpmath.mpf(reg))
+    with mpmath.workdps(40):
+        loss = _direct_linear(X, W, b, y, *args)
+        assert abs(mpmath.mpf(ref.loss) - loss) <= tol * (1 + abs(loss))
+        for name, array, grads in (("W", W, ref.dW), ("b", [b], [ref.db])):
+            for r, row in enumerate(array):
+                for q in range(len(row)):
+                    def total(t, name=name, r=r, q=q):
+                        moved = {"W": [list(v) for v in W], "b": [list(b)]}
+                        moved[name][r][q] = moved[name][r][q] + t
+                        return _direct_linear(X, moved["W"], moved["b"][0], y, *args)
+                    assert abs(mpmath.mpf(grads[r][q]) - mpmath.diff(total, 0)) <= tol, \
+                        (name, r, q)
