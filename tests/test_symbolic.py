@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import mpmath
+import numpy as np
 import pytest
 import sympy as sp
 
@@ -686,3 +687,30 @@ def test_classifier_evaluator_matches_definition_and_derivative(reduction):
                         return _direct_linear(X, moved["W"], moved["b"][0], y, *args)
                     assert abs(mpmath.mpf(grads[r][q]) - mpmath.diff(total, 0)) <= tol, \
                         (name, r, q)
+
+
+def test_linear_cases_check_reports_a_stale_file(tmp_path, monkeypatch, capsys):
+    from symbolic import cases_linear
+    monkeypatch.setattr(cases_linear, "render", lambda: b'{"cases": []}\n')
+    target = tmp_path / "reference_cases_linear.json"
+    assert cases_linear.main(["--check", "--output", str(target)]) == 1  # missing
+    assert cases_linear.main(["--output", str(target)]) == 0
+    assert cases_linear.main(["--check", "--output", str(target)]) == 0
+    target.write_bytes(b'{"cases": [1]}\n')
+    assert cases_linear.main(["--check", "--output", str(target)]) == 1
+    assert "python -m symbolic.cases_linear" in capsys.readouterr().err
+
+
+def test_linear_inputs_are_rounded_to_the_dtype_before_evaluation():
+    from symbolic import cases_linear
+    spec = cases_linear.LinearCase("t", "t", (2,), 2, 3, x_scale=0.3)
+    case = cases_linear.build_case(spec, "float32", "sum", random.Random(0))
+    stored = [[float(v) for v in row] for row in case["input"]]
+    assert all(float(np.float32(v)) == v for row in stored for v in row)
+    weight = [[float(v) for v in row] for row in case["linear_weight"]]
+    bias = [float(v) for v in case["linear_bias"]]
+    exact = evaluate.reference_linear(stored, weight, bias, case["target"], reduction="sum")
+    assert case["expected"]["loss"] == exact.loss
+    assert case["expected"]["grad_linear_weight"] == exact.grad_linear_weight
+    unrounded = cases_linear.build_case(spec, "float64", "sum", random.Random(0))
+    assert unrounded["input"] != case["input"]  # the same draw, not rounded
