@@ -1063,8 +1063,9 @@ def _explicit_batch(rows: int, features: int, outputs: int, classifier: bool,
 def _free_indices(param: sp.Indexed, rows: int, features: int, outputs: int, classifier: bool):
     """Every value of the free indices of ``d/d param`` (x_{i,d}, W_{v,d} or W_{d,c}, b_v)."""
     ranges = {E.i: rows, E.feature: features, E.out: outputs, c: outputs}
-    free = [q for q in param.indices]
-    return [dict(zip(free, values)) for values in itertools.product(*[range(ranges[q]) for q in free])]
+    free = list(param.indices)
+    values = itertools.product(*[range(ranges[q]) for q in free])
+    return [dict(zip(free, combination)) for combination in values]
 
 
 def _linear_chain(step: Step) -> tuple[bool, str, int]:
@@ -1090,9 +1091,10 @@ def _linear_chain(step: Step) -> tuple[bool, str, int]:
                 count += 1
                 if not batch.zero(batch.instantiate(other, indices) - first):
                     return False, f"N, D, V = {sizes}, {indices}: {sp.sstr(other)}", count
-    return True, (f"general N, D, V: the derivatives of z's definition and the sums over "
-                  f"their Kronecker deltas; N, D, V = 1..3, every index: sympy.diff of "
-                  f"L(z(x, W, b)) for an undefined function L of the logits ({count} checks)"), count
+    method = (f"general N, D, V: the derivatives of z's definition and the sums over their "
+              f"Kronecker deltas; N, D, V = 1..3, every index: sympy.diff of L(z(x, W, b)) for "
+              f"an undefined function L of the logits ({count} checks)")
+    return True, method, count
 
 
 def _classifier_chain(step: Step) -> tuple[bool, str, int]:
@@ -1126,7 +1128,8 @@ def _classifier_chain(step: Step) -> tuple[bool, str, int]:
                     count += 1
                     if not batch.zero(batch.instantiate(other, indices) - first):
                         what = "any L_data" if labels is None else f"labels {labels}"
-                        return False, f"N, D, C = {sizes}, {what}, {indices}: {sp.sstr(other)}", count
+                        detail = f"N, D, C = {sizes}, {what}, {indices}: {sp.sstr(other)}"
+                        return False, detail, count
     return True, (f"general N, D, C: the derivatives of the scores' definition and of the "
                   f"penalty, the sums over their Kronecker deltas; N, D, C = 1..3, every index: "
                   f"sympy.diff of the definition, for an undefined L_data and for the mean "
