@@ -14,7 +14,12 @@ followed by
   spanned by the ones vector), and
 * the further options: probability targets, the z-loss ``lambda lse^2``,
   logit soft-capping ``f' = kappa tanh(f/kappa)`` (the chain rule), and the
-  reductions with a z-loss.
+  reductions with a z-loss;
+* the fused linear layer ``z = x W^T + b``: by the chain rule, for any loss of
+  the logits with gradient ``g = dL/dz``, ``dL/dx = g W``, ``dL/dW = g^T x`` and
+  ``dL/db = sum of g over the rows``; and the case study's classifier
+  (``scores = X W + b``, loss ``+ reg/2 ||W||^2``): ``dL/dW = X^T g + reg W``,
+  with the mean cross-entropy ``X^T (P - Y) / N + reg W``.
 
 The command exits with status 1 if any step fails to verify.
 ``python -m symbolic --latex FILE`` or ``--markdown FILE`` also writes the
@@ -51,7 +56,17 @@ expression into a rational function (logarithms of positive quantities are
 expanded first) and reduces it with :func:`sympy.cancel`; when that canonical
 form is not 0 the test falls back to ``simplify(expr) == 0``.  Both are exact.
 A few steps have their own exact checks (the batch reductions, the Hessian's
-minors, identities in one variable).
+minors, identities in one variable, the linear layer).
+
+The linear layer's steps are proved for general sizes N, D, V (rows, features,
+outputs) with :class:`sympy.IndexedBase` entries: the derivatives of the
+logits' definition (``sympy.diff``) and the chain rule's sums over the
+Kronecker deltas they give, with every free index assumed in range; and for
+every N, D, V in 1..3 and every value of the free indices with explicit symbols:
+``sympy.diff`` of ``L(z(x, W, b))`` for an undefined function ``L`` of the
+logits (so for any loss), and for the classifier also of its mean
+cross-entropy with every label pattern (``e^{z}`` then a positive variable and
+the difference a rational function reduced to 0).
 
 Sources: the lecture notes above; PyTorch's documentation of
 ``torch.nn.functional.cross_entropy`` for the option semantics.
@@ -888,6 +903,292 @@ def _scalar_identity(step: Step) -> tuple[bool, str, int]:
 
 
 # --------------------------------------------------------------------------
+# The fused linear layer and the case study's classifier
+# --------------------------------------------------------------------------
+#: the classifier's data loss (cross-entropy of the scores; placeholder)
+L_data = sp.Symbol("L_data", real=True)
+#: the sizes of the exhaustive checks: N, D and V (classes C for the classifier)
+LINEAR_SIZES = tuple(itertools.product(range(1, 4), repeat=3))
+
+
+def _linear_range() -> sp.Expr:
+    """Every free index of the linear steps is a valid row, feature, output or class."""
+    bounds = ((E.i, E.N), (E.feature, E.n_features), (E.out, E.n_outputs), (c, C))
+    return sp.And(*[sp.Q.nonnegative(q) & sp.Q.le(q, n - 1) for q, n in bounds])
+
+
+def _linear_general(chain: Sequence[sp.Expr], upto: int) -> tuple[bool, str]:
+    """General sizes: ``chain[1]`` (the chain rule's sum over the logits, with the
+    derivatives of their definition) reduces to each of ``chain[2:upto]``.
+
+    Derivatives with ``sympy.diff``; the sums over Kronecker deltas evaluated
+    (:func:`_evaluate`), ``Piecewise`` range conditions resolved under the assumption
+    that every free index is in range; the sums left over are named as in
+    :func:`_general_zero` and the difference expanded."""
+    in_range = _linear_range()
+
+    def refine(e: sp.Expr) -> sp.Expr:
+        return e.replace(lambda q: isinstance(q, sp.Piecewise), lambda q: sp.refine(q, in_range))
+
+    reduced = chain[1]
+    for _ in range(4):  # sums inside sums
+        reduced = refine(_evaluate(reduced))
+        reduced = reduced.replace(lambda e: isinstance(e, sp.Sum), _split_sum)
+    for other in chain[2:upto]:
+        diff = reduced - other
+        if any(isinstance(e, (sp.Piecewise, sp.Derivative)) for e in sp.preorder_traversal(diff)):
+            return False, f"general sizes: could not reduce {sp.sstr(reduced)}"
+        unknowns = _Unknowns()
+        while any(isinstance(e, sp.Sum) for e in sp.preorder_traversal(diff)):
+            diff = diff.replace(lambda e: isinstance(e, sp.Sum) and not any(
+                isinstance(a, sp.Sum) for a in sp.preorder_traversal(e.function)), unknowns)
+        if sp.expand(diff) != 0:
+            return False, f"general sizes: {sp.sstr(other)}"
+    return True, ""
+
+
+class _ExplicitBatch:
+    """Explicit symbols of one batch of the linear steps: inputs ``x{r}_{q}``, weights
+    ``W{a}_{b}``, biases ``b{u}``, the logits (``z = x W^T + b`` or the classifier's
+    ``s = X W + b``) as expressions, and a loss of the logits: an undefined function
+    ``L(z_00, ...)`` (``labels=None``) or the classifier's mean cross-entropy with the
+    given labels.  ``grad[r][u]`` is the loss's derivative with respect to logit
+    ``(r, u)``, evaluated at the logits."""
+
+    def __init__(self, rows: int, features: int, outputs: int, classifier: bool,
+                 labels: tuple | None = None):
+        self.rows, self.features, self.outputs = rows, features, outputs
+        self.classifier, self.labels = classifier, labels
+        sym = functools.partial(sp.Symbol, real=True)
+        self.x = [[sym(f"x{r}_{q}") for q in range(features)] for r in range(rows)]
+        if classifier:  # W (D, C)
+            self.W = [[sym(f"W{q}_{u}") for u in range(outputs)] for q in range(features)]
+            weight = lambda u, q: self.W[q][u]  # noqa: E731
+        else:  # W (V, D)
+            self.W = [[sym(f"W{u}_{q}") for q in range(features)] for u in range(outputs)]
+            weight = lambda u, q: self.W[u][q]  # noqa: E731
+        self.b = [sym(f"b{u}") for u in range(outputs)]
+        self.z = [[sp.Add(*[self.x[r][q] * weight(u, q) for q in range(features)]) + self.b[u]
+                   for u in range(outputs)] for r in range(rows)]
+        Z = [[sym(f"z{r}_{u}") for u in range(outputs)] for r in range(rows)]
+        flat = [a for row in Z for a in row]
+        values = [a for row in self.z for a in row]
+        at_logits = dict(zip(flat, values))
+        if labels is None:
+            of_logits = sp.Function("L")(*flat)
+            self.loss = of_logits.xreplace(at_logits)
+            self.grad = [[sp.Subs(sp.Derivative(of_logits, Z[r][u]), flat, values).doit()
+                          for u in range(outputs)] for r in range(rows)]
+        else:  # the mean cross-entropy of the notes: (1/N) sum_i (log sum_j e^{s_ij} - s_{i,y_i})
+            of_logits = sp.Add(*[sp.log(sp.Add(*[sp.exp(a) for a in Z[r]])) - Z[r][labels[r]]
+                                 for r in range(rows)]) / rows
+            self.loss = of_logits.xreplace(at_logits)
+            self.grad = [[sp.diff(of_logits, Z[r][u]).xreplace(at_logits)
+                          for u in range(outputs)] for r in range(rows)]
+        # the placeholders' values: g_{r,u}, and for the cross-entropy P_{r,u} and y_r
+        self.placeholders = {E.logit_grad[r, u]: self.grad[r][u]
+                             for r in range(rows) for u in range(outputs)}
+        if labels is not None:
+            for r in range(rows):
+                total = sp.Add(*[sp.exp(a) for a in self.z[r]])
+                self.placeholders[E.labels[r]] = labels[r]
+                for u in range(outputs):
+                    self.placeholders[P[r, u]] = sp.exp(self.z[r][u]) / total
+        # e^{+-z} -> a positive variable (or its inverse): the zero test's rational form
+        self.exps = {}
+        for r in range(rows):
+            for u in range(outputs):
+                e = sp.Symbol(f"e{r}_{u}", positive=True)
+                self.exps[sp.expand(self.z[r][u])] = e
+                self.exps[sp.expand(-self.z[r][u])] = 1 / e
+
+    def table(self) -> dict:
+        """Indexed entries -> explicit symbols (the logits' gradient apart)."""
+        out = {}
+        for r in range(self.rows):
+            for q in range(self.features):
+                out[E.lin_x[r, q]] = self.x[r][q]
+        for a, row in enumerate(self.W):
+            for b, value in enumerate(row):
+                out[E.lin_W[a, b]] = value
+        for u in range(self.outputs):
+            out[E.lin_b[u]] = self.b[u]
+        return out
+
+    def instantiate(self, expr: sp.Expr, indices: dict) -> sp.Expr:
+        """A chain expression for this batch: sizes and free indices substituted, sums
+        written out, the placeholders (L, L_data, g_{r,u}, P_{r,u}, y_r) replaced by
+        their values here, and the derivatives of explicit expressions evaluated."""
+        key = tuple(sorted((q.name, value) for q, value in indices.items()))
+        out = _skeleton(self.rows, self.features, self.outputs, self.classifier, expr, key)
+        out = out.xreplace({L: self.loss, L_data: self.loss})
+        out = out.replace(lambda e: isinstance(e, sp.Derivative) and not e.has(sp.Subs),
+                          lambda e: e.doit())
+        return out.xreplace(self.placeholders)
+
+    def zero(self, expr: sp.Expr) -> bool:
+        """Exact zero test: the undefined L's derivatives are variables of their own;
+        e^{z} becomes a positive variable, and the rational function must cancel."""
+        if self.labels is None:
+            return sp.expand(expr) == 0
+        rational = expr.replace(lambda e: isinstance(e, sp.exp),
+                                lambda e: self.exps.get(sp.expand(e.args[0]), e))
+        if rational.has(sp.exp):
+            return sp.simplify(expr) == 0
+        # usually the same fractions on both sides; else the canonical rational form
+        return sp.expand(rational) == 0 or sp.cancel(sp.together(rational)) == 0
+
+
+@functools.lru_cache(maxsize=None)
+def _skeleton(rows: int, features: int, outputs: int, classifier: bool, expr: sp.Expr,
+              indices: tuple) -> sp.Expr:
+    """The part of :meth:`_ExplicitBatch.instantiate` that does not depend on the loss:
+    sizes and indices substituted, sums written out, x, W, b explicit, and the
+    derivatives that do not involve the loss evaluated (shared by the label patterns)."""
+    batch = _explicit_batch(rows, features, outputs, classifier)
+    sizes = {E.N: rows, E.n_features: features, (C if classifier else E.n_outputs): outputs}
+    named = {q.name: q for q in (E.i, E.feature, E.out, c)}
+    out = _expand_sums(expr.xreplace(sizes).xreplace({named[n]: v for n, v in indices}))
+    out = out.xreplace(batch.table())
+    return out.replace(lambda e: isinstance(e, sp.Derivative) and not e.has(L, L_data),
+                       lambda e: e.doit())
+
+
+@functools.lru_cache(maxsize=None)
+def _explicit_batch(rows: int, features: int, outputs: int, classifier: bool,
+                    labels: tuple | None = None) -> _ExplicitBatch:
+    return _ExplicitBatch(rows, features, outputs, classifier, labels)
+
+
+def _free_indices(param: sp.Indexed, rows: int, features: int, outputs: int, classifier: bool):
+    """Every value of the free indices of ``d/d param`` (x_{i,d}, W_{v,d} or W_{d,c}, b_v)."""
+    ranges = {E.i: rows, E.feature: features, E.out: outputs, c: outputs}
+    free = list(param.indices)
+    values = itertools.product(*[range(ranges[q]) for q in free])
+    return [dict(zip(free, combination)) for combination in values]
+
+
+def _linear_chain(step: Step) -> tuple[bool, str, int]:
+    """The fused layer's chain rule: ``dL/dp = sum_{r,u} g_{r,u} dz_{r,u}/dp = closed form``
+    for p one of x_{i,d}, W_{v,d}, b_v (``step.chain``, in that order).
+
+    General N, D, V: the sum over the logits reduces to the closed form
+    (:func:`_linear_general`).  N, D, V = 1..3, every value of the free indices:
+    ``sympy.diff`` of ``L(z(x, W, b))`` with L an undefined function of the N V
+    logits (so any loss), and the chain's other expressions with
+    ``g_{r,u} = dL/dz_{r,u}`` at the logits, are equal.
+    """
+    ok, detail = _linear_general(step.chain, len(step.chain))
+    if not ok:
+        return False, detail, 0
+    param = step.chain[0].variables[0]
+    count = 0
+    for sizes in LINEAR_SIZES:
+        batch = _explicit_batch(*sizes, False)
+        for indices in _free_indices(param, *sizes, False):
+            first = batch.instantiate(step.chain[0], indices)
+            for other in step.chain[1:]:
+                count += 1
+                if not batch.zero(batch.instantiate(other, indices) - first):
+                    return False, f"N, D, V = {sizes}, {indices}: {sp.sstr(other)}", count
+    method = (f"general N, D, V: the derivatives of z's definition and the sums over their "
+              f"Kronecker deltas; N, D, V = 1..3, every index: sympy.diff of L(z(x, W, b)) for "
+              f"an undefined function L of the logits ({count} checks)")
+    return True, method, count
+
+
+def _classifier_chain(step: Step) -> tuple[bool, str, int]:
+    """The classifier's regularised gradient: ``chain = [dL/dp, chain rule + penalty,
+    closed form (any data loss), closed form (mean cross-entropy)]`` for p one of
+    W_{d,c}, b_c.
+
+    General N, D, C: ``chain[1]`` reduces to ``chain[2]`` (:func:`_linear_general`);
+    ``chain[3]`` is ``chain[2]`` with ``g_{i,c} = (P_{i,c} - delta_{c,y_i}) / N``, the
+    results of the steps 'overall' and 'batch' ("mean", unit weights, no row ignored).
+    N, D, C = 1..3, every index: with L_data an undefined function of the scores,
+    ``sympy.diff`` of ``L_data(s) + (reg/2) sum W^2`` equals ``chain[1]`` and
+    ``chain[2]``; with L_data the mean cross-entropy and every label pattern, it
+    equals all three.
+    """
+    ok, detail = _linear_general(step.chain, 3)
+    if not ok:
+        return False, detail, 0
+    param = step.chain[0].variables[0]
+    count = 0
+    for sizes in LINEAR_SIZES:
+        rows, _, classes = sizes
+        runs = [(None, step.chain[1:3])]
+        runs += [(labels, step.chain[1:]) for labels in itertools.product(range(classes),
+                                                                          repeat=rows)]
+        for labels, others in runs:
+            batch = _explicit_batch(*sizes, True, labels)
+            for indices in _free_indices(param, *sizes, True):
+                first = batch.instantiate(step.chain[0], indices)
+                for other in others:
+                    count += 1
+                    if not batch.zero(batch.instantiate(other, indices) - first):
+                        what = "any L_data" if labels is None else f"labels {labels}"
+                        detail = f"N, D, C = {sizes}, {what}, {indices}: {sp.sstr(other)}"
+                        return False, detail, count
+    return True, (f"general N, D, C: the derivatives of the scores' definition and of the "
+                  f"penalty, the sums over their Kronecker deltas; N, D, C = 1..3, every index: "
+                  f"sympy.diff of the definition, for an undefined L_data and for the mean "
+                  f"cross-entropy with every label pattern ({count} checks)"), count
+
+
+def _linear_steps() -> list[Step]:
+    """The chain rule through the fused layer's logits and the classifier's gradient."""
+    d = sp.Derivative
+    i, r, u, v, dd = E.i, E.row_b, E.out_b, E.out, E.feature
+    x, W, b, g = E.lin_x, E.lin_W, E.lin_b, E.logit_grad
+    N, V = E.N, E.n_outputs
+
+    def chain_rule(param):
+        return sp.Sum(g[r, u] * d(E.linear_logit(r, u), param), (u, 0, V - 1), (r, 0, N - 1))
+
+    def classifier_rule(param):
+        return (sp.Sum(g[r, u] * d(E.classifier_score(r, u), param), (u, 0, C - 1), (r, 0, N - 1))
+                + d(E.classifier_penalty, param))
+
+    loss = L_data + E.classifier_penalty
+    residual = P[r, c] - sp.KroneckerDelta(c, E.labels[r])
+    logits = ("z_{i,v} = sum_d x_{i,d} W_{v,d} + b_v (z = x W^T + b), g_{i,v} = dL/dz_{i,v}; "
+              "chain rule: ")
+    note = ("L is any function of the logits: for the fused function the loss of the chosen "
+            "reduction, g its batch gradient (steps 'batch', 'batch z'); with reduction "
+            "'none' the gradients are those of the sum of the row losses")
+    scores = "s_{i,c} = sum_d X_{i,d} W_{d,c} + b_c (scores = X W + b, W of shape (D, C)), "
+    return [
+        Step("linear x", logits + "dL/dx_{i,d} = sum_{r,u} g_{r,u} dz_{r,u}/dx_{i,d} "
+             "= sum_u g_{i,u} W_{u,d} (grad_input = g W)",
+             [d(L, x[i, dd]), chain_rule(x[i, dd]), E.linear_grad_input_closed],
+             general=False, custom=_linear_chain, note=note),
+        Step("linear W", logits + "dL/dW_{v,d} = sum_{r,u} g_{r,u} dz_{r,u}/dW_{v,d} "
+             "= sum_r g_{r,v} x_{r,d} (grad_linear_weight = g^T x)",
+             [d(L, W[v, dd]), chain_rule(W[v, dd]), E.linear_grad_weight_closed],
+             general=False, custom=_linear_chain),
+        Step("linear b", logits + "dL/db_v = sum_{r,u} g_{r,u} dz_{r,u}/db_v "
+             "= sum_r g_{r,v} (grad_linear_bias = sum of g over the rows)",
+             [d(L, b[v]), chain_rule(b[v]), E.linear_grad_bias_closed],
+             general=False, custom=_linear_chain),
+        Step("classifier W", "the case study's classifier, " + scores + "L = L_data(s) + "
+             "reg/2 sum_{d,c} W_{d,c}^2: dL/dW_{d,c} = sum_r X_{r,d} g_{r,c} + reg W_{d,c}; "
+             "mean cross-entropy: dL/dW = X^T (P - Y) / N + reg W",
+             [d(loss, W[dd, c]), classifier_rule(W[dd, c]), E.classifier_grad_weight_closed,
+              sp.Sum(x[r, dd] * residual, (r, 0, N - 1)) / N + E.reg * W[dd, c]],
+             general=False, custom=_classifier_chain,
+             note="g_{i,c} = dL_data/ds_{i,c}; L_data = (1/N) sum_i -log P_{i,y_i} in the last "
+                  "line (reduction 'mean' without weights); 'sum' drops the 1/N; the bias is "
+                  "not regularised"),
+        Step("classifier b", "the classifier's bias: dL/db_c = sum_r g_{r,c}; mean "
+             "cross-entropy: (1/N) sum_r (P_{r,c} - 1(c = y_r))",
+             [d(loss, b[c]), classifier_rule(b[c]), E.classifier_grad_bias_closed,
+              sp.Sum(residual, (r, 0, N - 1)) / N],
+             general=False, custom=_classifier_chain),
+    ]
+
+
+# --------------------------------------------------------------------------
 # The steps
 # --------------------------------------------------------------------------
 def _softcap_chain(capped_loss, loss, closed_form) -> list:
@@ -1097,6 +1398,8 @@ def steps() -> list[Step]:
                   "and w_{y_i} -> 1, so both parts of 'mean' divide by N. Conventions (not "
                   "derived): 'mean' with D = 0 or n = 0 is NaN (an all-ignored batch: zero "
                   "gradient), 'sum' of an empty batch is 0"),
+        # ---- the fused linear layer and the case study's classifier
+        *_linear_steps(),
     ]
 
 
@@ -1253,7 +1556,7 @@ def render_markdown(results: Sequence[Result]) -> str:
            "proved with SymPy (methods listed per step).", ""]
     for r in results:
         out += [f"## {r.step.label} {r.step.title}", "", "$$",
-                _latex_chain(r.step).replace(r"\\", "").replace("&", ""), "$$", ""]
+                _latex_chain(r.step).replace(r" \\ ", " ").replace("&", ""), "$$", ""]
         if r.step.note:
             out += [f"*{r.step.note}*", ""]
         out += [f"**{_status(r)}**: {'; '.join(r.methods)}", ""]
@@ -1262,7 +1565,7 @@ def render_markdown(results: Sequence[Result]) -> str:
 
 #: LaTeX names of the placeholder symbols
 _LATEX_NAMES = {ell_cap: r"l_{\kappa}", ell_t_cap: r"l_{t,\kappa}", zeta_cap: r"z_{\kappa}",
-                vbar: r"\bar{v}"}
+                vbar: r"\bar{v}", L_data: r"L_{\mathrm{data}}", E.reg: r"\mathrm{reg}"}
 
 
 def _latex(expr: sp.Expr) -> str:

@@ -25,6 +25,13 @@ probability-target loss whose coefficient ``w_c t'_c`` is 0 is left out; a
 ``1 - tanh^2`` is 0, the limit); ``"mean"`` with ``D = 0`` or ``n = 0`` is NaN
 (the gradient of the counted rows is NaN, of an all-ignored batch 0).
 
+:func:`reference_linear` and :func:`reference_classifier` do the same for the
+fused linear layer (``z = x W^T + b``, then the loss of :func:`reference_options`
+and the layer's gradients ``g W``, ``g^T x``, the row sum of ``g``) and the case
+study's classifier (``scores = X W + b``, the loss plus ``reg/2 sum W^2``,
+``dW = X^T g + reg W``): the logits and the penalty from their definitions, the
+rest from the proved closed forms, all in one working precision.
+
 :func:`closed_forms` lists every closed form evaluated here; each is one that
 a step of ``python -m symbolic`` proves (``tests/test_symbolic.py`` checks it).
 """
@@ -42,7 +49,8 @@ import sympy as sp
 from . import expressions as E
 
 __all__ = ["DIGITS", "START_DPS", "Reference", "reference", "format_value", "closed_forms",
-           "definitions", "OptionsReference", "reference_options"]
+           "definitions", "OptionsReference", "reference_options", "LinearReference",
+           "reference_linear", "ClassifierReference", "reference_classifier"]
 
 #: significant digits stored for every expected value
 DIGITS = 20
@@ -55,7 +63,9 @@ MAX_DPS = 6400
 def definitions() -> dict:
     """The definitions the evaluator computes directly (sums, soft-capping)."""
     return {"S": E.S_sum, "W": E.W_sum, "T": E.T_sum, "S'": E.Sc_sum,
-            "f'": E.softcap(E.f[E.k]), "coefficient": E.w[E.c] * E.tprime(E.c)}
+            "f'": E.softcap(E.f[E.k]), "coefficient": E.w[E.c] * E.tprime(E.c),
+            "z": E.linear_logit(E.i, E.out), "s": E.classifier_score(E.i, E.c),
+            "penalty": E.classifier_penalty}
 
 
 def closed_forms() -> dict:
@@ -81,6 +91,11 @@ def closed_forms() -> dict:
     }
     forms.update({f"{name} (soft-capped)": expr for name, expr in E.capped_closed_forms.items()
                   if name != "prob_loss_term"})
+    forms.update({"linear grad_input": E.linear_grad_input_closed,
+                  "linear grad_linear_weight": E.linear_grad_weight_closed,
+                  "linear grad_linear_bias": E.linear_grad_bias_closed,
+                  "classifier dW": E.classifier_grad_weight_closed,
+                  "classifier db": E.classifier_grad_bias_closed})
     for name, table in (("loss", E.batch_loss_closed), ("grad", E.batch_grad_closed),
                         ("loss with z", E.batch_loss_z_closed), ("grad with z", E.batch_grad_z_closed),
                         ("z", E.batch_z_closed)):
@@ -525,3 +540,181 @@ def reference_options(scores: Sequence[Sequence[float]], targets: Sequence, *, n
             return OptionsReference(dps=dps, **settled)
         previous, dps = current, 2 * dps
     raise ArithmeticError(f"results did not settle below {MAX_DPS} digits")
+
+
+# --------------------------------------------------------------------------
+# The fused linear layer and the case study's classifier
+# --------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _linear_functions() -> dict:
+    """mpmath functions of the linear layer's definitions and proved closed forms."""
+    forms, defs = closed_forms(), definitions()
+    x, W, b, g = E.lin_x, E.lin_W, E.lin_b, E.logit_grad
+    i, v, d, c, N, D, V, C = E.i, E.out, E.feature, E.c, E.N, E.n_features, E.n_outputs, E.C
+
+    def lam(args, expr):
+        return sp.lambdify(args, expr, modules="mpmath")
+
+    return {
+        "z": lam((x, W, b, i, v, D), defs["z"]),
+        "s": lam((x, W, b, i, c, D), defs["s"]),
+        "penalty": lam((W, E.reg, D, C), defs["penalty"]),
+        "grad_input": lam((g, W, i, d, V), forms["linear grad_input"]),
+        "grad_linear_weight": lam((g, x, v, d, N), forms["linear grad_linear_weight"]),
+        "grad_linear_bias": lam((g, v, N), forms["linear grad_linear_bias"]),
+        "dW": lam((g, x, W, E.reg, d, c, N), forms["classifier dW"]),
+        "db": lam((g, c, N), forms["classifier db"]),
+    }
+
+
+class _Table:
+    """Rows of mpf indexed ``a[r, q]``, as the lambdified forms index the IndexedBases."""
+
+    def __init__(self, rows):
+        self.rows = [[mpmath.mpf(value) for value in row] for row in rows]
+
+    def __getitem__(self, index):
+        r, q = index
+        return self.rows[r][q]
+
+
+@dataclass
+class LinearReference:
+    """Exact results of the fused linear layer (strings, :data:`DIGITS` digits).
+
+    ``loss`` is a string, or a list of strings for reduction ``"none"``;
+    ``grad_input`` has the rows' shape (N, D), ``grad_linear_weight`` (V, D) and
+    ``grad_linear_bias`` (V,) (with no bias, the gradient of a zero bias).  ``dps``
+    is the working precision that produced them.
+    """
+
+    loss: object
+    grad_input: list
+    grad_linear_weight: list
+    grad_linear_bias: list
+    dps: int
+
+
+@dataclass
+class ClassifierReference:
+    """Exact results of the case study's classifier: ``loss`` (cross-entropy plus
+    ``reg/2 sum W^2``), ``dW`` (D, C) and ``db`` (C,) as strings."""
+
+    loss: str
+    dW: list
+    db: list
+    dps: int
+
+
+def _evaluate_linear(inputs, weight_matrix, bias, targets, options: dict, classifier: bool,
+                     reg) -> dict:
+    """One evaluation at the current mpmath precision (mpf results)."""
+    fn = _linear_functions()
+    n_rows = len(inputs)
+    n_features = len(weight_matrix[0]) if not classifier else len(weight_matrix)
+    n_out = len(weight_matrix) if not classifier else len(weight_matrix[0])
+    x, W = _Table(inputs), _Table(weight_matrix)
+    b = [mpmath.mpf(v) for v in bias] if bias is not None else [mpmath.mpf(0)] * n_out
+    logit = fn["s"] if classifier else fn["z"]
+    logits = [[logit(x, W, b, r, u, n_features) for u in range(n_out)] for r in range(n_rows)]
+    out = _evaluate_options(logits, targets, n_classes=n_out, **options)
+    g = _Table(out["grad"])
+    if classifier:
+        penalty = fn["penalty"](W, mpmath.mpf(reg), n_features, n_out)
+        return {"loss": out["loss"] + penalty,
+                "dW": [[fn["dW"](g, x, W, mpmath.mpf(reg), q, u, n_rows) for u in range(n_out)]
+                       for q in range(n_features)],
+                "db": [fn["db"](g, u, n_rows) for u in range(n_out)]}
+    zero = mpmath.mpf(0)
+    return {
+        "loss": out["loss"],
+        "grad_input": [[fn["grad_input"](g, W, r, q, n_out) for q in range(n_features)]
+                       for r in range(n_rows)],
+        "grad_linear_weight": [[fn["grad_linear_weight"](g, x, u, q, n_rows) if n_rows else zero
+                                for q in range(n_features)] for u in range(n_out)],
+        "grad_linear_bias": [fn["grad_linear_bias"](g, u, n_rows) if n_rows else zero
+                             for u in range(n_out)],
+    }
+
+
+def _settle_linear(inputs, weight_matrix, bias, targets, options: dict, classifier: bool,
+                   reg=0.0) -> tuple[dict, int]:
+    """Evaluate at increasing precision until two agree on every output."""
+    transposed = (list(zip(*weight_matrix)) if classifier else weight_matrix)  # (V, D)
+    approximate = [[math.fsum(a * w for a, w in zip(row, column))
+                    + (bias[u] if bias is not None else 0.0)
+                    for u, column in enumerate(transposed)] for row in inputs]
+    dps = _options_precision(approximate, options["softcap"])
+    entries = [abs(v) for v in [*(a for row in inputs for a in row),
+                                *(w for row in weight_matrix for w in row), *(bias or [])]]
+    top = max((abs(v) for row in approximate for v in row), default=0.0)
+    scale = ((1 + top + max(options["weight"] or [1.0]) + options["z_loss"] * (1 + top) ** 2)
+             * (1 + max(entries, default=0.0)) ** 2 * (1 + len(inputs) + len(transposed))
+             + abs(reg) * max(entries, default=0.0) ** 2)
+    args = (inputs, weight_matrix, bias, targets, options, classifier, reg)
+    with mpmath.workdps(dps):
+        previous = _evaluate_linear(*args)
+    while dps <= MAX_DPS:
+        with mpmath.workdps(2 * dps):
+            current = _evaluate_linear(*args)
+        settled = {key: _settled(previous[key], current[key], dps, scale) for key in current}
+        if all(v is not None for v in settled.values()):
+            return settled, dps
+        previous, dps = current, 2 * dps
+    raise ArithmeticError(f"results did not settle below {MAX_DPS} digits")
+
+
+def reference_linear(inputs: Sequence[Sequence[float]], linear_weight: Sequence[Sequence[float]],
+                     linear_bias: Sequence[float] | None, targets: Sequence, *,
+                     reduction: str = "mean", weight: Sequence[float] | None = None,
+                     ignore_index: int = -100, label_smoothing: float = 0.0,
+                     z_loss: float = 0.0, softcap: float | None = None) -> LinearReference:
+    """Expected loss and gradients of the fused linear layer + softmax cross-entropy.
+
+    The logits ``z = x W^T + b`` from their definition, the loss and its gradient
+    ``g = dL/dz`` from the closed forms of :func:`reference_options`, then
+    ``grad_input = g W``, ``grad_linear_weight = g^T x`` and ``grad_linear_bias =
+    sum of g over the rows`` from the closed forms of the steps 'linear x', 'linear W'
+    and 'linear b', all at the same working precision.
+
+    Parameters
+    ----------
+    inputs : list of N rows of D floats
+        The input rows exactly as the kernels see them.
+    linear_weight : list of V rows of D floats
+    linear_bias : list of V floats, or None
+    targets, reduction, weight, ignore_index, label_smoothing, z_loss, softcap
+        As in :func:`reference_options` (``n_classes`` is V).
+
+    Returns
+    -------
+    LinearReference
+        Values stable to :data:`DIGITS` digits between two working precisions.
+    """
+    if not all(math.isfinite(v) for v in (weight or [])):
+        raise ValueError("weights must be finite")
+    options = dict(reduction=reduction, weight=weight, ignore_index=ignore_index,
+                   label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap)
+    settled, dps = _settle_linear(inputs, linear_weight, linear_bias, targets, options, False)
+    return LinearReference(dps=dps, **settled)
+
+
+def reference_classifier(X: Sequence[Sequence[float]], W: Sequence[Sequence[float]],
+                         b: Sequence[float] | None, y: Sequence[int], *, reg: float,
+                         reduction: str = "mean", weight: Sequence[float] | None = None,
+                         ignore_index: int = -100,
+                         label_smoothing: float = 0.0) -> ClassifierReference:
+    """Expected loss, ``dW`` and ``db`` of the case study's linear classifier.
+
+    ``scores = X W + b`` (W of shape (D, C)) from its definition, the
+    cross-entropy and its gradient ``g`` from :func:`reference_options`, the loss
+    plus ``reg/2 sum W^2``, ``dW = X^T g + reg W`` and ``db = sum of g over the
+    rows`` from the closed forms of the steps 'classifier W' and 'classifier b'.
+    ``b=None`` is a zero bias (``db`` its gradient).
+    """
+    if not all(math.isfinite(v) for v in (weight or [])):
+        raise ValueError("weights must be finite")
+    options = dict(reduction=reduction, weight=weight, ignore_index=ignore_index,
+                   label_smoothing=label_smoothing, z_loss=0.0, softcap=None)
+    settled, dps = _settle_linear(X, W, b, y, options, True, reg)
+    return ClassifierReference(dps=dps, **settled)

@@ -32,6 +32,12 @@ everything else.  With the z-loss, ``"mean"`` divides the cross-entropy part by
 ``D`` and the z part by the number ``n`` of non-ignored rows (probability
 targets: both by ``N``).
 
+The fused linear layer computes the logits ``z_{i,v} = sum_d x_{i,d} W_{v,d} + b_v``
+(``z = x @ W.T + b``, ``W`` of shape ``(V, D)``) and the loss of ``z``; with
+``g_{i,v} = dL/dz_{i,v}`` its gradients are ``g @ W``, ``g.T @ x`` and the row sum of
+``g``.  The case study's classifier has the scores ``s = X @ W + b`` (``W`` of shape
+``(D, C)``) and the loss ``L_data(s) + (reg/2) sum W^2``.
+
 General-``C`` objects use :class:`sympy.IndexedBase` and :class:`sympy.Sum`.
 Closed forms are written in terms of the plain positive symbols ``S`` (standing
 for ``sum_j e^{f_j}``), ``W`` (standing for ``sum_c w_c``), ``T`` (``sum_c w_c
@@ -66,6 +72,12 @@ __all__ = [
     "n_max", "t_rest", "shifted_sum", "log_s_log1p", "grad_y_minus_one",
     "shifted_row_loss_closed", "shifted_grad_y_closed", "shifted_prob_loss_closed",
     "shifted_lse", "v", "hessian_quadratic_form", "hessian_variance_form",
+    # the linear layer and the classifier
+    "n_features", "n_outputs", "feature", "out", "row_b", "out_b", "feature_b", "lin_x",
+    "lin_W", "lin_b", "logit_grad", "linear_logit", "linear_grad_input_closed",
+    "linear_grad_weight_closed", "linear_grad_bias_closed", "reg", "labels",
+    "classifier_score", "classifier_penalty", "classifier_grad_weight_closed",
+    "classifier_grad_bias_closed",
 ]
 
 # --------------------------------------------------------------------------
@@ -355,6 +367,69 @@ hessian_quadratic_form = (sp.Sum(sp.exp(f[k]) / S * v[k] ** 2, (k, 0, C - 1))
 hessian_variance_form = sp.Sum(
     sp.exp(f[k]) / S * (v[k] - sp.Sum(sp.exp(f[j]) / S * v[j], (j, 0, C - 1))) ** 2,
     (k, 0, C - 1))
+
+
+# --------------------------------------------------------------------------
+# The fused linear layer and the case study's linear classifier
+# --------------------------------------------------------------------------
+#: number of input features (the linear layer's inner dimension)
+n_features = sp.Symbol("D", integer=True, positive=True)
+#: number of outputs (classes) of the fused linear layer
+n_outputs = sp.Symbol("V", integer=True, positive=True)
+#: feature index and output (class) index of the linear layer; i is the row index
+feature = sp.Symbol("d", integer=True, nonnegative=True)
+out = sp.Symbol("v", integer=True, nonnegative=True)
+#: bound indices of the linear layer's sums: rows, outputs, features
+row_b = sp.Symbol("r", integer=True, nonnegative=True)
+out_b = sp.Symbol("u", integer=True, nonnegative=True)
+feature_b = sp.Symbol("q", integer=True, nonnegative=True)
+#: the input rows x_{i,d}, the layer's weight W_{v,d} (shape (V, D)) and bias b_v
+lin_x = sp.IndexedBase("x", real=True)
+lin_W = sp.IndexedBase("W", real=True)
+lin_b = sp.IndexedBase("b", real=True)
+#: g_{i,v} = dL/dz_{i,v}: the gradient of the loss with respect to the logits
+#: (any loss; for the fused function the batch gradient of the chosen reduction)
+logit_grad = sp.IndexedBase("g", real=True)
+
+
+def linear_logit(row: sp.Expr, output: sp.Expr, bound: sp.Symbol = feature_b) -> sp.Expr:
+    """Definition of the fused layer's logits: ``z_{row,output} = sum_d x_{row,d} W_{output,d}
+    + b_output`` (``z = x @ W.T + b``)."""
+    return sp.Sum(lin_x[row, bound] * lin_W[output, bound], (bound, 0, n_features - 1)) \
+        + lin_b[output]
+
+
+#: dL/dx_{i,d} = sum_v g_{i,v} W_{v,d}  (grad_input = g @ W)
+linear_grad_input_closed = sp.Sum(logit_grad[i, out_b] * lin_W[out_b, feature],
+                                  (out_b, 0, n_outputs - 1))
+#: dL/dW_{v,d} = sum_i g_{i,v} x_{i,d}  (grad_linear_weight = g.T @ x)
+linear_grad_weight_closed = sp.Sum(logit_grad[row_b, out] * lin_x[row_b, feature],
+                                   (row_b, 0, N - 1))
+#: dL/db_v = sum_i g_{i,v}  (grad_linear_bias = g.sum(0))
+linear_grad_bias_closed = sp.Sum(logit_grad[row_b, out], (row_b, 0, N - 1))
+
+#: the case study's classifier: scores s_{i,c} = sum_d X_{i,d} W_{d,c} + b_c (W of shape
+#: (D, C)), loss L_data(s) + (reg/2) sum_{d,c} W_{d,c}^2
+reg = sp.Symbol("reg", nonnegative=True)
+#: the rows' labels y_i of the classifier's batch
+labels = sp.IndexedBase("y", integer=True, nonnegative=True)
+
+
+def classifier_score(row: sp.Expr, cls: sp.Expr, bound: sp.Symbol = feature_b) -> sp.Expr:
+    """Definition of the classifier's scores ``s_{row,cls} = sum_d X_{row,d} W_{d,cls} +
+    b_cls`` (``scores = X @ W + b``)."""
+    return sp.Sum(lin_x[row, bound] * lin_W[bound, cls], (bound, 0, n_features - 1)) \
+        + lin_b[cls]
+
+
+#: the L2 term of the classifier's loss, (reg/2) sum_{d,c} W_{d,c}^2 (biases not regularised)
+classifier_penalty = reg / 2 * sp.Sum(lin_W[feature_b, out_b] ** 2, (feature_b, 0, n_features - 1),
+                                      (out_b, 0, C - 1))
+#: dL/dW_{d,c} = sum_i X_{i,d} g_{i,c} + reg W_{d,c}  (dW = X.T @ dscores + reg W), any L_data
+classifier_grad_weight_closed = (sp.Sum(lin_x[row_b, feature] * logit_grad[row_b, c],
+                                        (row_b, 0, N - 1)) + reg * lin_W[feature, c])
+#: dL/db_c = sum_i g_{i,c}  (db = dscores.sum(0))
+classifier_grad_bias_closed = sp.Sum(logit_grad[row_b, c], (row_b, 0, N - 1))
 
 
 # --------------------------------------------------------------------------

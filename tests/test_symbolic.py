@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import mpmath
+import numpy as np
 import pytest
 import sympy as sp
 
@@ -57,6 +58,11 @@ def test_derivation_command_verifies_every_step(derivation_run):
     for label in ("targets", "z'", "softcap", "softcap_t", "softcap_z", "convex", "log1p"):
         block = proc.stdout.split(f"[ok] {label} ")[1].split("\n\n")[0]
         assert "general C" in block and "C = 1..6" in block, label
+    # the fused linear layer and the classifier: general sizes and every size up to 3
+    for label in ("linear x", "linear W", "linear b", "classifier W", "classifier b"):
+        block = proc.stdout.split(f"[ok] {label} ")[1].split("\n\n")[0]
+        assert "general N, D" in block and "= 1..3, every index" in block, label
+    assert "every label pattern" in proc.stdout.split("[ok] classifier W ")[1]
 
 
 def test_derivation_documents(derivation_run):
@@ -68,6 +74,9 @@ def test_derivation_documents(derivation_run):
     assert r"\delta_{k y}" in latex
     markdown = md.read_text(encoding="utf-8")
     assert markdown.count("\n## ") == n and markdown.count("**verified**") == n
+    # a sum over two indices keeps the line break between its limits (only the chain's
+    # line breaks are dropped)
+    assert r"\substack{0 \leq k \leq C - 1\\0 \leq j \leq C - 1}" in markdown
 
 
 def test_ascii_output():
@@ -249,6 +258,59 @@ def test_a_wrong_soft_capped_form_fails_its_step(name, monkeypatch):
     assert not verify(step).ok, name
 
 
+LINEAR_MUTATIONS = {
+    # the fused layer's gradients: W read the wrong way round, the rows of g not summed
+    # (the bias gradient of row i alone), the input gradient missing W
+    "grad-input-transposed": ("linear x", "linear_grad_input_closed",
+                              lambda e: e.xreplace({E.lin_W[E.out_b, E.feature]:
+                                                    E.lin_W[E.feature, E.out_b]})),
+    "grad-bias-one-row": ("linear b", "linear_grad_bias_closed",
+                          lambda e: E.logit_grad[E.i, E.out]),
+    "grad-weight-no-x": ("linear W", "linear_grad_weight_closed",
+                         lambda e: e.xreplace({E.lin_x[E.row_b, E.feature]: 1})),
+    # the classifier: the L2 term's factor, a regularised bias
+    "reg-twice": ("classifier W", "classifier_grad_weight_closed",
+                  lambda e: e + E.reg * E.lin_W[E.feature, E.c]),
+    "reg-half": ("classifier W", "classifier_grad_weight_closed",
+                 lambda e: e - E.reg * E.lin_W[E.feature, E.c] / 2),
+    "bias-regularised": ("classifier b", "classifier_grad_bias_closed",
+                         lambda e: e + E.reg * E.lin_b[E.c]),
+}
+
+
+@pytest.mark.parametrize("name", list(LINEAR_MUTATIONS))
+def test_a_wrong_linear_gradient_fails_its_step(name, monkeypatch):
+    label, attribute, mutate = LINEAR_MUTATIONS[name]
+    assert attribute in {n for n in dir(E) if n.endswith("_closed")}
+    monkeypatch.setattr(E, attribute, mutate(getattr(E, attribute)))
+    result = verify(_step(label))
+    assert not result.ok, name
+
+
+def test_linear_step_without_the_bias_in_the_logits_fails(monkeypatch):
+    """Logits without the bias: the bias gradient (sum of g over the rows) is refused."""
+    logit = E.linear_logit
+    monkeypatch.setattr(E, "linear_logit", lambda row, out, *a: logit(row, out, *a) - E.lin_b[out])
+    assert not verify(_step("linear b")).ok
+
+
+@pytest.mark.parametrize("wrong", ["no-1/N", "reg/2", "no-reg", "P-only"])
+def test_classifier_mean_form_is_proved_exhaustively(wrong):
+    """The last line, X^T (P - Y)/N + reg W, is checked against sympy.diff of the mean
+    cross-entropy (the general part stops at the line before it)."""
+    step = _step("classifier W")
+    r, dd, c = E.row_b, E.feature, E.c
+    residual = D.P[r, c] - sp.KroneckerDelta(c, E.labels[r])
+    total = sp.Sum(E.lin_x[r, dd] * residual, (r, 0, E.N - 1))
+    step.chain[3] = {"no-1/N": total + E.reg * E.lin_W[dd, c],
+                     "reg/2": total / E.N + E.reg * E.lin_W[dd, c] / 2,
+                     "no-reg": total / E.N,
+                     "P-only": sp.Sum(E.lin_x[r, dd] * D.P[r, c], (r, 0, E.N - 1)) / E.N
+                     + E.reg * E.lin_W[dd, c]}[wrong]
+    result = verify(step)
+    assert not result.ok and "labels" in result.detail, result.detail
+
+
 def test_psd_step_rejects_a_wrong_minor():
     step = _step("psd")
     variance, minor = step.chain
@@ -426,13 +488,14 @@ def test_inputs_are_rounded_to_the_dtype_before_evaluation():
 # --------------------------------------------------------------------------
 def _direct_options(scores, targets, reduction, weight, eps, lam, kappa, probability):
     """The options' definitions transcribed directly into mpmath (no SymPy):
-    loss, z part and lse."""
+    loss, z part and lse (``kappa=None``: no soft-capping)."""
     n_classes = len(scores[0])
     w = [mpmath.mpf(v) for v in weight]
     eps, lam = mpmath.mpf(eps), mpmath.mpf(lam)
     ces, zs, lses, counted, denom = [], [], [], 0, mpmath.mpf(0)
     for row, target in zip(scores, targets):
-        capped = [kappa * mpmath.tanh(mpmath.mpf(v) / kappa) for v in row]
+        capped = [kappa * mpmath.tanh(mpmath.mpf(v) / kappa) if kappa is not None
+                  else mpmath.mpf(v) for v in row]
         lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in capped))
         nll = [lse - v for v in capped]
         lses.append(lse)
@@ -545,3 +608,109 @@ def test_options_inputs_are_rounded_to_the_dtype_before_evaluation():
                                        reduction="sum", z_loss=0.5, softcap=2.0)
     assert (case["expected"]["loss"], case["expected"]["z"]) == (exact.loss, exact.z)
     assert case["expected"]["lse"] == exact.lse and case["expected"]["grad"] == exact.grad
+
+
+# --------------------------------------------------------------------------
+# The evaluator of the linear layer and the classifier
+# --------------------------------------------------------------------------
+def _direct_linear(x, W, b, targets, reduction, weight, eps, lam, kappa, probability,
+                   classifier=False, reg=0.0):
+    """The fused layer's (or the classifier's) loss transcribed directly into mpmath:
+    the logits as sums of products, then :func:`_direct_options`."""
+    if classifier:  # scores = X W + b, W (D, C)
+        W = [list(col) for col in zip(*W)]
+    mp = mpmath.mpf  # exact: never a float product
+    logits = [[mpmath.fsum(mp(a) * mp(v) for a, v in zip(row, Wv)) + mp(bv)
+               for Wv, bv in zip(W, b)] for row in x]
+    loss = _direct_options(logits, targets, reduction, weight, eps, lam, kappa, probability)[0]
+    if classifier:
+        loss += reg / 2 * mpmath.fsum(mp(v) ** 2 for Wv in W for v in Wv)
+    return mpmath.fsum(loss) if reduction == "none" else loss
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("probability", [False, True], ids=["index", "probability"])
+def test_linear_evaluator_matches_definition_and_derivative(reduction, probability):
+    """reference_linear: the loss is the options' loss of x W^T + b, and each gradient
+    (input, weight, bias) the numerical derivative of the summed loss (mpmath.diff)."""
+    rng = random.Random(13)
+    x = [[rng.uniform(-2, 2) for _ in range(2)] for _ in range(3)]
+    W = [[rng.uniform(-2, 2) for _ in range(2)] for _ in range(4)]
+    b = [rng.uniform(-1, 1) for _ in range(4)]
+    targets = ([[rng.uniform(0, 1) for _ in range(4)] for _ in range(3)] if probability
+               else [2, -100, 0])
+    options = dict(weight=[0.5, 2.0, 1.25, 3.0], label_smoothing=0.1, z_loss=0.3, softcap=1.5)
+    ref = evaluate.reference_linear(x, W, b, targets, reduction=reduction, **options)
+    tol = mpmath.mpf(10) ** -18
+    args = (reduction, options["weight"], 0.1, 0.3, mpmath.mpf(1.5), probability)
+    with mpmath.workdps(40):
+        loss = _direct_linear(x, W, b, targets, *args)
+        got = mpmath.fsum(mpmath.mpf(v) for v in ref.loss) if reduction == "none" \
+            else mpmath.mpf(ref.loss)
+        assert abs(got - loss) <= tol * (1 + abs(loss))
+        for name, array, grads in (("x", x, ref.grad_input), ("W", W, ref.grad_linear_weight),
+                                   ("b", [b], [ref.grad_linear_bias])):
+            for r, row in enumerate(array):
+                for q in range(len(row)):
+                    def total(t, name=name, r=r, q=q):
+                        moved = {"x": [list(v) for v in x], "W": [list(v) for v in W],
+                                 "b": [list(b)]}
+                        moved[name][r][q] = moved[name][r][q] + t
+                        return _direct_linear(moved["x"], moved["W"], moved["b"][0], targets,
+                                              *args)
+                    assert abs(mpmath.mpf(grads[r][q]) - mpmath.diff(total, 0)) <= tol, \
+                        (name, r, q)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_classifier_evaluator_matches_definition_and_derivative(reduction):
+    """reference_classifier: loss = cross-entropy of X W + b plus reg/2 sum W^2; dW and
+    db are its numerical derivatives."""
+    rng = random.Random(17)
+    X = [[rng.uniform(-2, 2) for _ in range(3)] for _ in range(4)]
+    W = [[rng.uniform(-1, 1) for _ in range(3)] for _ in range(3)]  # (D, C)
+    b = [rng.uniform(-1, 1) for _ in range(3)]
+    y, reg = [2, 0, -100, 1], 0.75
+    ref = evaluate.reference_classifier(X, W, b, y, reg=reg, reduction=reduction,
+                                        weight=[0.5, 2.0, 1.25], label_smoothing=0.1)
+    tol = mpmath.mpf(10) ** -18
+    args = (reduction, [0.5, 2.0, 1.25], 0.1, 0.0, None, False, True, mpmath.mpf(reg))
+    with mpmath.workdps(40):
+        loss = _direct_linear(X, W, b, y, *args)
+        assert abs(mpmath.mpf(ref.loss) - loss) <= tol * (1 + abs(loss))
+        for name, array, grads in (("W", W, ref.dW), ("b", [b], [ref.db])):
+            for r, row in enumerate(array):
+                for q in range(len(row)):
+                    def total(t, name=name, r=r, q=q):
+                        moved = {"W": [list(v) for v in W], "b": [list(b)]}
+                        moved[name][r][q] = moved[name][r][q] + t
+                        return _direct_linear(X, moved["W"], moved["b"][0], y, *args)
+                    assert abs(mpmath.mpf(grads[r][q]) - mpmath.diff(total, 0)) <= tol, \
+                        (name, r, q)
+
+
+def test_linear_cases_check_reports_a_stale_file(tmp_path, monkeypatch, capsys):
+    from symbolic import cases_linear
+    monkeypatch.setattr(cases_linear, "render", lambda: b'{"cases": []}\n')
+    target = tmp_path / "reference_cases_linear.json"
+    assert cases_linear.main(["--check", "--output", str(target)]) == 1  # missing
+    assert cases_linear.main(["--output", str(target)]) == 0
+    assert cases_linear.main(["--check", "--output", str(target)]) == 0
+    target.write_bytes(b'{"cases": [1]}\n')
+    assert cases_linear.main(["--check", "--output", str(target)]) == 1
+    assert "python -m symbolic.cases_linear" in capsys.readouterr().err
+
+
+def test_linear_inputs_are_rounded_to_the_dtype_before_evaluation():
+    from symbolic import cases_linear
+    spec = cases_linear.LinearCase("t", "t", (2,), 2, 3, x_scale=0.3)
+    case = cases_linear.build_case(spec, "float32", "sum", random.Random(0))
+    stored = [[float(v) for v in row] for row in case["input"]]
+    assert all(float(np.float32(v)) == v for row in stored for v in row)
+    weight = [[float(v) for v in row] for row in case["linear_weight"]]
+    bias = [float(v) for v in case["linear_bias"]]
+    exact = evaluate.reference_linear(stored, weight, bias, case["target"], reduction="sum")
+    assert case["expected"]["loss"] == exact.loss
+    assert case["expected"]["grad_linear_weight"] == exact.grad_linear_weight
+    unrounded = cases_linear.build_case(spec, "float64", "sum", random.Random(0))
+    assert unrounded["input"] != case["input"]  # the same draw, not rounded
