@@ -375,16 +375,7 @@ class _ClassBlocks:
         return self._run(input, linear_weight, target, False, **kwargs)
 
 
-#: known defect of the class-blocked pass: a row loss is formed as A lse - sum_c w_c t'_c z'_c
-#: from the blocks' lse (returned in the dtype), so a small row loss loses its digits to
-#: the cancellation (here a row loss of 9.3e-4 in float32 is off by 1.9e-4 relative; the
-#: row-chunked pass, the kernels' log1p form, is exact to 1e-8)
-SMALL_ROW_LOSS_DIGITS = {"softcap-float32-none"}
-CLASS_BLOCK_CASES = [
-    pytest.param(c, id=c["id"], marks=pytest.mark.xfail(
-        strict=True, reason="class blocks: small row losses lose digits (A lse - sum w t z)"))
-    if c["id"] in SMALL_ROW_LOSS_DIGITS else pytest.param(c, id=c["id"])
-    for c in FUSED if len(c["linear_weight"]) > 3]
+CLASS_BLOCK_CASES = [pytest.param(c, id=c["id"]) for c in FUSED if len(c["linear_weight"]) > 3]
 
 
 @pytest.mark.parametrize("case", CLASS_BLOCK_CASES)
