@@ -61,10 +61,19 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / _CASES_FILE
 def default_output() -> Path:
     """The cases file of the source tree: the one beside this package when it is run
     from a checkout or an unpacked sdist, else the one under the current directory."""
+    return source_tree_file(_CASES_FILE)
+
+
+def source_tree_file(relative: Path) -> Path:
+    """``relative`` (a path under the source tree, e.g. ``tests/data/...``) in the tree
+    this package is in, else under the current directory (see :func:`default_output`);
+    shared by the generators of the cases files."""
     for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
         if (root / "tests").is_dir():
-            return root / _CASES_FILE
-    return DEFAULT_OUTPUT
+            return root / relative
+    return Path(__file__).resolve().parent.parent / relative
+
+
 REDUCTIONS = ("mean", "sum", "none")
 DTYPES = ("float32", "float64")
 INF, NAN = math.inf, math.nan
@@ -353,17 +362,24 @@ def render() -> bytes:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
+    return generator_main(argv, COMMAND, __doc__, _CASES_FILE, render, default_output)
+
+
+def generator_main(argv: Sequence[str] | None, command: str, doc: str, cases_file: Path,
+                   render: Callable[[], bytes], default_output: Callable[[], Path]) -> int:
+    """The command line of a cases generator (``--check``, ``--output``), shared by
+    the generators: ``doc`` is its module docstring, ``cases_file`` its file's path in
+    the source tree."""
+    parser = argparse.ArgumentParser(prog=command, description=doc.split("\n\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="compare with the file instead of writing it; exit 1 if it differs")
     parser.add_argument("--output", type=Path, default=None,
-                        help="path of the cases file (default: tests/data/reference_cases.json "
-                             "of the source tree this module is in, else of the current "
-                             "directory)")
+                        help=f"path of the cases file (default: {cases_file.as_posix()} of the "
+                             "source tree this module is in, else of the current directory)")
     args = parser.parse_args(argv)
     if args.output is None:
         args.output = default_output()
-    return write_or_check(args.output, render, COMMAND, args.check)
+    return write_or_check(args.output, render, command, args.check)
 
 
 def write_or_check(output: Path, render: Callable[[], bytes], command: str, check: bool) -> int:

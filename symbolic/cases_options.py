@@ -37,7 +37,6 @@ weights); everything combined; float32 and float64; every reduction.
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import sys
@@ -46,7 +45,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .cases import (_SMOOTH, _SPREAD_F32, _SPREAD_F64, DTYPES, INF, NAN, REDUCTIONS, _dump,
-                    _labels, _round, _strings, _uniform, _weights, write_or_check)
+                    _labels, _round, _strings, _uniform, _weights, generator_main,
+                    source_tree_file)
 from .evaluate import DIGITS, reference_options
 
 __all__ = ["OptionCase", "case_specs", "build_case", "build_document", "render", "main",
@@ -60,10 +60,7 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / _CASES_FILE
 
 def default_output() -> Path:
     """The cases file of the source tree (see :func:`symbolic.cases.default_output`)."""
-    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
-        if (root / "tests").is_dir():
-            return root / _CASES_FILE
-    return DEFAULT_OUTPUT
+    return source_tree_file(_CASES_FILE)
 
 
 #: z-loss coefficients: 2^-13 (exact in float32) and 1e-4 (PaLM's value)
@@ -419,17 +416,8 @@ def render() -> bytes:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="compare with the file instead of writing it; exit 1 if it differs")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="path of the cases file (default: "
-                             "tests/data/reference_cases_options.json of the source tree this "
-                             "module is in, else of the current directory)")
-    args = parser.parse_args(argv)
-    if args.output is None:
-        args.output = default_output()
-    return write_or_check(args.output, render, COMMAND, args.check)
+    return generator_main(argv, COMMAND, __doc__, _CASES_FILE, render, default_output)
+
 
 if __name__ == "__main__":
     sys.exit(main())
