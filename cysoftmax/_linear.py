@@ -80,24 +80,66 @@ _SUB_BLOCK_BYTES = 4 << 20
 _ACCUMULATE_BYTES = 2 << 20
 
 
-def _accumulate_outer(dst: np.ndarray, dz: np.ndarray, x: np.ndarray, first: bool) -> None:
+class _Scratch:
+    """Temporaries of one fused call, allocated once: ``flat`` (at most
+    ``_ACCUMULATE_BYTES``) for the products that accumulate, and ``column_sums``
+    (float64, V) for the bias gradient.  Fresh temporaries in every chunk cost page
+    faults where glibc maps large blocks afresh (e.g. with a small
+    ``MALLOC_MMAP_THRESHOLD_``)."""
+
+    def __init__(self, V: int, D: int, rows: int, dtype: np.dtype):
+        # at most a quarter of the chunk's logits (rows x V), and what one product of
+        # V (or `rows`) rows of width D needs
+        size = min(_ACCUMULATE_BYTES // dtype.itemsize, rows * V // 4, max(V, rows) * D)
+        self.flat = np.empty(max(D, size), dtype)
+        self.column_sums = np.empty(V, np.float64)
+
+    def rows_of(self, width: int) -> int:
+        """Rows of this width that fit the accumulating temporary (at least 1)."""
+        return max(1, self.flat.size // max(1, width))
+
+    def matrix(self, rows: int, cols: int) -> np.ndarray:
+        return self.flat[: rows * cols].reshape(rows, cols)
+
+
+def _accumulate_outer(dst: np.ndarray, dz: np.ndarray, x: np.ndarray, first: bool,
+                      scratch: _Scratch) -> None:
     """``dst += dz.T @ x`` (dst (V', D); dz (r, V'), x (r, D)): for the ``first``
     product (dst not yet written) NumPy's matmul writing into dst, else in blocks of
-    dst's rows so that the temporary stays under ``_ACCUMULATE_BYTES``."""
+    dst's rows through the scratch temporary."""
     if first:
         np.matmul(dz.T, x, out=dst)
         return
-    step = max(1, _ACCUMULATE_BYTES // (dst.shape[1] * dst.itemsize))
+    step = scratch.rows_of(dst.shape[1])
     for c0 in range(0, dst.shape[0], step):
-        dst[c0:c0 + step] += dz[:, c0:c0 + step].T @ x
+        c1 = min(dst.shape[0], c0 + step)
+        product = scratch.matrix(c1 - c0, dst.shape[1])
+        np.matmul(dz[:, c0:c1].T, x, out=product)
+        dst[c0:c1] += product
 
 
-def _accumulate_rows_times(dst: np.ndarray, dz: np.ndarray, W: np.ndarray) -> None:
-    """``dst += dz @ W`` (dst (r, D), dz (r, c), W (c, D)) in blocks of rows whose
-    temporary stays under ``_ACCUMULATE_BYTES``."""
-    step = max(1, _ACCUMULATE_BYTES // (dst.shape[1] * dst.itemsize))
+def _rows_times(dst: np.ndarray, dz: np.ndarray, W: np.ndarray, accumulate: bool,
+                scratch: _Scratch) -> None:
+    """``dst = dz @ W`` or, if `accumulate`, ``dst += dz @ W`` (dst (r, D), dz (r, c),
+    W (c, D)).  With W C-ordered, OpenBLAS computes the product as ``(W.T @ dz.T).T``
+    5-9x faster than as ``dz @ W`` (measured at 131 x 32000 x 512); it is written
+    straight into dst (a Fortran-ordered view of its transpose) or, to accumulate, in
+    blocks of rows through the scratch temporary."""
+    def product(rows: slice, out: np.ndarray) -> None:
+        if W.flags.c_contiguous:
+            np.matmul(W.T, dz[rows].T, out=out.T)
+        else:
+            np.matmul(dz[rows], W, out=out)
+
+    if not accumulate:
+        product(slice(None), dst)
+        return
+    step = scratch.rows_of(dst.shape[1])
     for s0 in range(0, dst.shape[0], step):
-        dst[s0:s0 + step] += _rows_times(dz[s0:s0 + step], W)
+        s1 = min(dst.shape[0], s0 + step)
+        out = scratch.matrix(s1 - s0, dst.shape[1])
+        product(slice(s0, s1), out)
+        dst[s0:s1] += out
 
 
 class _Problem:
@@ -227,9 +269,11 @@ def _fused(p: _Problem, want_grads: bool, want_input_grad: bool = True,
         if N == 0:
             gW[...] = 0
         gb = np.zeros(V, np.float64)
+    scratch = _Scratch(V, D, p.chunk, dtype) if want_grads else None
     class_block = p.class_block if class_block is None else class_block
     if class_block is not None and class_block < V:
-        total = _class_chunked(p, want_grads, row_scale, class_block, rows_losses, gx, gW, gb)
+        total = _class_chunked(p, want_grads, row_scale, class_block, rows_losses, gx, gW, gb,
+                               scratch)
     else:
         flat = np.empty(p.chunk * V, dtype)
         kernel_reduction = "none" if p.reduction == "none" else "sum"
@@ -245,11 +289,12 @@ def _fused(p: _Problem, want_grads: bool, want_input_grad: bool = True,
             else:
                 total += float(loss)
             if want_grads:
-                _finish_chunk(p, z, r0, r1, row_scale, gx, gW, gb)
+                _finish_chunk(p, z, r0, r1, row_scale, gx, gW, gb, scratch)
     return _loss(p, rows_losses, total), gx, gW, gb
 
 
-def _finish_chunk(p, dz, r0, r1, row_scale, gx, gW, gb, c0=0, c1=None, accumulate_x=False):
+def _finish_chunk(p, dz, r0, r1, row_scale, gx, gW, gb, scratch, c0=0, c1=None,
+                  accumulate_x=False):
     """The three products of a chunk's ``dloss/dz`` (rows r0:r1, classes c0:c1)."""
     c1 = p.V if c1 is None else c1
     if p.nan_rows:
@@ -257,21 +302,11 @@ def _finish_chunk(p, dz, r0, r1, row_scale, gx, gW, gb, c0=0, c1=None, accumulat
     if row_scale is not None:
         dz *= row_scale[r0:r1, None]
     if gx is not None:
-        if accumulate_x:
-            _accumulate_rows_times(gx[r0:r1], dz, p.W[c0:c1])
-        else:
-            gx[r0:r1] = _rows_times(dz, p.W[c0:c1])
-    _accumulate_outer(gW[c0:c1], dz, p.x[r0:r1], first=r0 == 0)
-    gb[c0:c1] += dz.sum(axis=0, dtype=np.float64)
-
-
-def _rows_times(dz: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """``dz @ W`` for a chunk (few rows, long inner dimension V).  With W C-ordered,
-    OpenBLAS computes the product as ``(W.T @ dz.T).T`` 5-9x faster than as ``dz @ W``
-    (measured at 131 x 32000 x 512); the (D, r) result is small."""
-    if W.flags.c_contiguous:
-        return (W.T @ dz.T).T
-    return dz @ W
+        _rows_times(gx[r0:r1], dz, p.W[c0:c1], accumulate_x, scratch)
+    _accumulate_outer(gW[c0:c1], dz, p.x[r0:r1], r0 == 0, scratch)
+    column_sums = scratch.column_sums[c0:c1]
+    np.add.reduce(dz, axis=0, dtype=np.float64, out=column_sums)
+    gb[c0:c1] += column_sums
 
 
 def _loss(p, rows_losses, total):
@@ -288,7 +323,7 @@ def _public(p, loss, gx, gW, gb):
     return loss, gx, gW, (gb.astype(p.dtype) if p.b is not None else None)
 
 
-def _class_chunked(p, want_grads, row_scale, block, rows_losses, gx, gW, gb):
+def _class_chunked(p, want_grads, row_scale, block, rows_losses, gx, gW, gb, scratch):
     """Rows in chunks and classes in blocks of ``block``: online log-sum-exp (see the
     module's comment)."""
     V, dtype = p.V, p.dtype
@@ -349,7 +384,7 @@ def _class_chunked(p, want_grads, row_scale, block, rows_losses, gx, gW, gb):
             if bi != last:
                 p.logits(r0, r1, z, c0, c1)
             _block_gradient(p, rows, z, c0, c1, w, lse, block_lse[bi, :r], coef)
-            _finish_chunk(p, z, r0, r1, row_scale, gx, gW, gb, c0, c1,
+            _finish_chunk(p, z, r0, r1, row_scale, gx, gW, gb, scratch, c0, c1,
                           accumulate_x=bi != last)
     return total
 
