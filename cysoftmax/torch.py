@@ -66,6 +66,30 @@ __all__ = ["cross_entropy", "CrossEntropyLoss", "linear_cross_entropy",
 
 _REDUCTIONS = ("mean", "sum", "none")
 _HALF = (torch.float16, torch.bfloat16)
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _empty(shape: Tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """A new CPU tensor on memory that NumPy allocated: for large tensors NumPy asks
+    Linux for transparent huge pages (``madvise``), which makes the first writes to a
+    fresh gradient much cheaper (500 MiB: 72 ms against 160-230 ms for
+    ``torch.empty``, kernel included, measured on 2 threads)."""
+    if dtype not in _NUMPY_DTYPES:
+        return torch.empty(shape, dtype=dtype)
+    return torch.from_numpy(np.empty(shape, dtype=_NUMPY_DTYPES[dtype]))
+
+
+def _unit(grad_loss: Tensor) -> bool:
+    """True when the backward pass may hand on the forward's gradient as it is:
+    `grad_loss` is a plain CPU scalar tensor equal to 1 (``loss.backward()`` of a
+    mean or sum), outside any tracing or functorch transform and with no graph of
+    the backward pass being built (``create_graph=False``).  Saves a scaled copy
+    of the gradient; autograd's check of saved tensors still refuses a second
+    backward pass after the returned gradient was changed in place."""
+    return (type(grad_loss) is Tensor and grad_loss.dim() == 0
+            and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and torch._C._functorch.peek_interpreter_stack() is None
+            and bool(grad_loss == 1))
 
 
 @torch.library.custom_op("cysoftmax::cross_entropy", mutates_args=(), device_types="cpu")
@@ -82,7 +106,7 @@ def _cross_entropy_op(input: Tensor, target: Tensor, weight: Optional[Tensor],
     scores = input.detach().numpy()  # a view: no copy
     labels = target.detach().reshape(-1).numpy()
     w = None if weight is None else weight.detach().numpy()
-    grad = torch.empty(tuple(input.shape), dtype=input.dtype)  # C-contiguous
+    grad = _empty(tuple(input.shape), input.dtype)  # C-contiguous
     error: Optional[IndexError] = None
     try:
         loss, _ = softmax_cross_entropy(scores, labels, reduction=reduction, weight=w,
@@ -138,6 +162,8 @@ def _cross_entropy_backward(ctx: Any, grad_loss: Optional[Tensor],
     input, target, weight, grad = ctx.saved_tensors
     grad_input = None
     if ctx.needs_input_grad[0] and grad_loss is not None:
+        if _unit(grad_loss):
+            return (grad,) + (None,) * 6
         grad_input = _scale_gradient_op(grad, grad_loss, input, target, weight, *ctx.options)
     return grad_input, None, None, None, None, None, None
 
@@ -225,7 +251,7 @@ def _options_op(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_
     if not target.is_floating_point():
         t = t.reshape(-1)
     w = None if weight is None else weight.detach().numpy()
-    grad = torch.empty(tuple(input.shape), dtype=input.dtype)
+    grad = _empty(tuple(input.shape), input.dtype)
     loss, _ = softmax_cross_entropy(scores, t, reduction=reduction, weight=w,
                                     ignore_index=ignore_index, label_smoothing=label_smoothing,
                                     z_loss=z_loss, softcap=softcap or None, out=grad.numpy(),
@@ -265,7 +291,7 @@ def _options_backward(ctx: Any, grad_loss: Optional[Tensor],
     (grad,) = ctx.saved_tensors
     grad_input = None
     if ctx.needs_input_grad[0] and grad_loss is not None:
-        grad_input = _scale_rows_op(grad, grad_loss)
+        grad_input = grad if _unit(grad_loss) else _scale_rows_op(grad, grad_loss)
     return (grad_input,) + (None,) * 8
 
 
@@ -371,7 +397,8 @@ def _linear_backward(ctx: Any, grad_loss: Optional[Tensor], *_: Any
     if ctx.options[1] == "none":
         gx, gW, gb = _linear_backward_op(grad_loss, *ctx.saved_tensors, *ctx.options)
     else:
-        gx, gW, gb = (_scale_rows_op(g, grad_loss) for g in ctx.saved_tensors)
+        unit = _unit(grad_loss)
+        gx, gW, gb = (g if unit else _scale_rows_op(g, grad_loss) for g in ctx.saved_tensors)
     return (gx if ctx.needs_input_grad[0] else None,
             gW if ctx.needs_input_grad[1] else None, None,
             gb if ctx.has_bias and ctx.needs_input_grad[3] else None) + (None,) * 9

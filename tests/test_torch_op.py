@@ -468,10 +468,14 @@ def test_linear_module_matches_torch_module(out_features):
                                rtol=1e-12, atol=1e-14)
 
 
-def test_backward_adds_one_gradient_sized_tensor():
-    """The forward keeps the gradient (one tensor of the input's size); the backward adds
-    one more, the scaled gradient, and no zero tensor for the gradient output's (absent)
-    gradient.  Measured as the peak resident size above the size before the call (Linux)."""
+@pytest.mark.parametrize("grad_output, expected", [(1.0, 1), (2.0, 2)],
+                         ids=["grad_output_1", "grad_output_2"])
+def test_backward_memory_in_gradient_sized_tensors(grad_output, expected):
+    """The forward keeps the gradient (one tensor of the input's size).  The backward
+    hands it on as it is when grad_output is 1, and adds one tensor (the scaled
+    gradient) otherwise; never a zero tensor for the gradient output's (absent)
+    gradient.  Measured as the peak resident size above the size before the call
+    (Linux)."""
     from cysoftmax.bench.torch_training import _reset_peak, _status_kib
     x = torch.randn(512, 32768, requires_grad=True)  # 64 MiB: blocks glibc returns when freed
     t = torch.randint(0, 32768, (512,))
@@ -483,10 +487,36 @@ def test_backward_adds_one_gradient_sized_tensor():
         if before is None or not _reset_peak():
             pytest.skip("needs Linux's /proc/self/status and clear_refs")
         loss = ct.cross_entropy(x, t, num_threads=1)
-        grad, = torch.autograd.grad(loss, x)
+        grad, = torch.autograd.grad(loss, x, torch.tensor(grad_output))
         del loss, grad
         peaks.append((_status_kib("VmHWM") - before) / 1024)
-    assert 1.9 * size_mib <= peaks[-1] < 2.5 * size_mib, (peaks, size_mib)
+    assert (expected - 0.1) * size_mib <= peaks[-1] < (expected + 0.5) * size_mib, \
+        (peaks, size_mib)
+
+
+@pytest.mark.parametrize("op", ["cross_entropy", "options", "linear"])
+def test_unscaled_gradient_is_protected_from_changes(op):
+    """With grad_output 1 the input's gradient is the tensor the forward saved:
+    changing it in place and going through the graph again is autograd's error, not a
+    wrong gradient."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    W = torch.randn(6, 5, dtype=torch.float64, generator=gen)
+    t = torch.tensor([0, 1, 2, 3])
+    if op == "cross_entropy":
+        loss, reference = ct.cross_entropy(x, t), F.cross_entropy(x, t)
+    elif op == "options":  # probability targets: the operator of the loss's options
+        p = torch.softmax(torch.randn(4, 5, dtype=torch.float64, generator=gen), -1)
+        loss, reference = ct.cross_entropy(x, p), F.cross_entropy(x, p)
+    else:
+        loss = ct.linear_cross_entropy(x, W, t)
+        reference = F.cross_entropy(x @ W.T, t)
+    grad, = torch.autograd.grad(loss, x, retain_graph=True)
+    expected, = torch.autograd.grad(reference, x)
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-14)
+    grad.mul_(3.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(loss, x)
 
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
