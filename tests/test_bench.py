@@ -370,11 +370,13 @@ def test_torch_training_bad_arguments(argv):
 def test_linear_bench_runs_at_a_tiny_size(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "cysoftmax.bench.linear", "--shapes", "64x8x50", "--repeats",
-         "1", "--variants", "fused,fused:16,products", "--json"],
+         "1", "--variants", "fused,fused:16,products,chunked-products,chunked-products:16",
+         "--json"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
-    assert [r["variant"] for r in rows] == ["fused", "fused:16", "products"]
+    assert [r["variant"] for r in rows] == ["fused", "fused:16", "products",
+                                            "chunked-products", "chunked-products:16"]
     for r in rows:
         assert r["time_s"] > 0 and r["logits_mb"] == 64 * 50 * 4 / 2**20
         assert "extra_peak_mb" in r and "tracemalloc_mb" in r

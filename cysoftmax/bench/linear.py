@@ -4,7 +4,7 @@ Usage::
 
     python -m cysoftmax.bench.linear [--shapes 4096x512x32000,4096x512x128000]
                                      [--dtype float32] [--threads all] [--repeats 3]
-                                     [--variants fused,products,torch-eager,torch-chunked]
+                                     [--variants fused,products,chunked-products,...]
                                      [--json]
 
 For each shape N x D x V (rows, features, classes), forward + backward of the
@@ -16,6 +16,13 @@ child process (so that its peak memory is its own):
 ``products``       the three matrix products alone, on NumPy's BLAS and the same
                    threads: ``x @ W.T``, ``dz @ W``, ``dz.T @ x`` (the floor the
                    fused path is measured against; the loss itself is left out);
+``chunked-products``  the products of the fused path alone, in its chunks (default
+                   chunking; ``chunked-products:R`` in chunks of R rows), written
+                   with NumPy here: per row chunk ``x_c @ W.T`` into one buffer,
+                   ``dz_c @ W`` and ``dz_c.T @ x_c`` accumulated through a 2 MiB
+                   temporary; with class blocks, the four products per block
+                   (``x_c @ W_b.T`` twice).  The loss is left out: what chunking
+                   itself costs;
 ``torch-eager``    ``F.cross_entropy(F.linear(x, W, b), y)`` and ``backward()``;
 ``torch-chunked``  PyTorch's ``F.linear_cross_entropy`` (2.13 and later), if present.
 
@@ -43,7 +50,7 @@ from typing import Dict, List, Optional
 
 from .children import python_command
 
-VARIANTS = ("fused", "products", "torch-eager", "torch-chunked")
+VARIANTS = ("fused", "products", "chunked-products", "torch-eager", "torch-chunked")
 DEFAULT_SHAPES = ("4096x512x32000", "4096x512x128000")
 
 _CHILD = r"""
@@ -81,7 +88,7 @@ y = rng.integers(0, V, N)
 returned_mb = (x.nbytes + W.nbytes + b.nbytes) / 2**20
 result = {{"variant": variant}}
 
-if variant.startswith("fused") or variant == "products":
+if variant.startswith(("fused", "chunked-products")) or variant == "products":
     import cysoftmax
     chunk = int(variant.split(":")[1]) if ":" in variant else None
     if variant.startswith("fused"):
@@ -89,6 +96,41 @@ if variant.startswith("fused") or variant == "products":
             return cysoftmax.linear_softmax_cross_entropy(x, W, y, linear_bias=b,
                                                           chunk_size=chunk,
                                                           num_threads=threads)
+    elif variant.startswith("chunked-products"):
+        from cysoftmax import _linear
+        layout = _linear._Problem(x, W, y, b, None, "mean", -100, 0.0, 0.0, None, chunk,
+                                  threads)
+        rows, block = layout.chunk, layout.class_block or V
+        step = max(1, (2 << 20) // (D * dtype.itemsize))
+        def accumulate(dst, a, c):  # dst += a @ c through a temporary of at most 2 MiB
+            for s0 in range(0, dst.shape[0], step):
+                s1 = min(dst.shape[0], s0 + step)
+                out = tmp[: (s1 - s0) * D].reshape(s1 - s0, D)
+                np.matmul(a[s0:s1], c, out=out)
+                dst[s0:s1] += out
+        def call():
+            global tmp
+            tmp = np.empty(step * D, dtype)
+            gx, gW = np.empty((N, D), dtype), np.empty((V, D), dtype)
+            flat = np.empty(rows * min(block, V), dtype)
+            for r0 in range(0, N, rows):
+                r1 = min(N, r0 + rows)
+                for c0 in range(0, V, block):
+                    c1 = min(V, c0 + block)
+                    z = flat[: (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
+                    if block < V:  # pass 1 of the class blocks
+                        np.matmul(x[r0:r1], W[c0:c1].T, out=z)
+                    np.matmul(x[r0:r1], W[c0:c1].T, out=z)
+                    z *= dtype.type(1e-3)  # (stands for the gradient)
+                    if c0 == 0:
+                        np.matmul(W[c0:c1].T, z.T, out=gx[r0:r1].T)
+                    else:
+                        accumulate(gx[r0:r1], z, W[c0:c1])
+                    if r0 == 0:
+                        np.matmul(z.T, x[r0:r1], out=gW[c0:c1])
+                    else:
+                        accumulate(gW[c0:c1], z.T, x[r0:r1])
+            return gx, gW
     else:
         def call():
             z = x @ W.T
@@ -204,7 +246,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     threads = len(os.sched_getaffinity(0)) if args.threads == "all" else int(args.threads)
     variants = [v for v in args.variants.split(",") if v]
     unknown = {v for v in variants if v not in VARIANTS and not (
-        v.startswith("fused:") and v[6:].isdigit() and int(v[6:]) > 0)}
+        v.split(":")[0] in ("fused", "chunked-products") and v.count(":") == 1
+        and v.split(":")[1].isdigit() and int(v.split(":")[1]) > 0)}
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     rows = run([s for s in args.shapes.split(",") if s], args.dtype, threads, args.repeats,
