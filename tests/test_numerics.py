@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import cysoftmax
+from cysoftmax import _kernels
 import reference
 from symbolic import evaluate
 
@@ -201,3 +202,40 @@ def test_gradient_matches_finite_differences_large_C(C, opts):
     numeric = reference.fd4(lambda s: float(reference.cross_entropy(s, labels, **kw)[0]),
                             scores, 1e-3)
     np.testing.assert_allclose(grad, numeric, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.skipif(not {"avx512", "avx2-w64"} <= set(_kernels.supported_targets()),
+                    reason="needs a CPU with AVX-512F")
+@pytest.mark.parametrize("n_classes", [5, 16, 17, 100, 1000], ids=lambda c: f"C{c}")
+def test_avx512_agrees_bitwise_with_its_avx2_emulation(dtype, n_classes):
+    """The avx512 target scales exp's result by 2^n with vscalef; the avx2-w64 target
+    runs the same 64-byte vectors in the same order with the two-step scaling on
+    AVX2.  Both round p * 2^n once, so every output must agree bitwise, also where
+    exp(f - m) is subnormal, zero, -inf-masked or NaN."""
+    rng = np.random.default_rng(5)
+    n = 64
+    # spreads that reach the subnormal range and below (float32 ~ -87..-104,
+    # float64 ~ -708..-746), around offsets that make f - m inexact
+    spread = 110.0 if dtype == np.float32 else 760.0
+    f = -rng.uniform(0.0, spread, (n, n_classes)) + rng.choice([0.0, 3e3, -1e4], (n, 1))
+    f[::7, 0] = -np.inf
+    f[5, 1] = np.nan
+    f = f.astype(dtype)
+    y = rng.integers(0, n_classes, n)
+    outputs = {}
+    before = _kernels.current_target()
+    try:
+        for target in ("avx512", "avx2-w64"):
+            _kernels.set_target(target)
+            loss, grad = cysoftmax.softmax_cross_entropy(f, y, reduction="none",
+                                                         label_smoothing=0.1)
+            outputs[target] = (loss, grad, cysoftmax.softmax(f), cysoftmax.log_softmax(f))
+    finally:
+        _kernels.set_target(before)
+    p = outputs["avx2-w64"][2]
+    tiny = np.finfo(dtype).tiny
+    assert ((p > 0) & (p < tiny)).any() and (p == 0).any()  # subnormal and zero e's
+    for got, want in zip(outputs["avx512"], outputs["avx2-w64"]):
+        nan = np.isnan(want)
+        np.testing.assert_array_equal(np.isnan(got), nan)  # (NaN's sign bit may differ)
+        np.testing.assert_array_equal(got[~nan].view(np.uint8), want[~nan].view(np.uint8))
