@@ -162,9 +162,8 @@ def _cross_entropy_backward(ctx: Any, grad_loss: Optional[Tensor],
     input, target, weight, grad = ctx.saved_tensors
     grad_input = None
     if ctx.needs_input_grad[0] and grad_loss is not None:
-        if _unit(grad_loss):
-            return (grad,) + (None,) * 6
-        grad_input = _scale_gradient_op(grad, grad_loss, input, target, weight, *ctx.options)
+        grad_input = grad if _unit(grad_loss) else _scale_gradient_op(
+            grad, grad_loss, input, target, weight, *ctx.options)
     return grad_input, None, None, None, None, None, None
 
 
