@@ -28,9 +28,9 @@
  * reduced by Cody-Waite to r in [-ln2/2, ln2/2] with the low word added back,
  * exp(r) is a near-minimax polynomial (degree 6 for float32, 11 for float64,
  * both below 0.2 ulp; generated into cysm_exp_poly.h by gen_exp_poly.py), and
- * 2^n is applied in two halves so that
- * subnormal results are formed correctly.  Arguments below the underflow
- * threshold (including -inf: masked classes) give exactly 0; NaN stays NaN.
+ * 2^n is applied in two halves (one vscalef on AVX-512) so that subnormal
+ * results are formed correctly.  Arguments below the underflow threshold
+ * (including -inf: masked classes) give exactly 0; NaN stays NaN.
  *
  * Passes over memory, per row with C above CYSM_SMALL_C: (1) the maximum,
  * (2) e_k written to the gradient buffer while t, n_max and the smoothing sum
@@ -80,6 +80,33 @@ static inline VREAL FN(select)(VINT mask, VREAL a, VREAL b)
 }
 
 static inline VREAL FN(zero_where)(VINT mask, VREAL a) { return (VREAL)((VINT)a & ~mask); }
+
+/* a > b ? a : b lane by lane, so a NaN in a gives b and a NaN in b stays: one
+ * vmaxps/vmaxpd on x86, whose operand order has exactly this meaning. */
+static inline VREAL FN(vmax)(VREAL a, VREAL b)
+{
+#if defined(CYSM_X86) && CYSM_VBYTES == 64 && defined(__AVX512F__)
+#if CYSM_F64
+    return (VREAL)_mm512_max_pd((__m512d)a, (__m512d)b);
+#else
+    return (VREAL)_mm512_max_ps((__m512)a, (__m512)b);
+#endif
+#elif defined(CYSM_X86) && CYSM_VBYTES == 32 && defined(__AVX__)
+#if CYSM_F64
+    return (VREAL)_mm256_max_pd((__m256d)a, (__m256d)b);
+#else
+    return (VREAL)_mm256_max_ps((__m256)a, (__m256)b);
+#endif
+#elif defined(CYSM_X86) && CYSM_VBYTES == 16 && defined(__SSE2__)
+#if CYSM_F64
+    return (VREAL)_mm_max_pd((__m128d)a, (__m128d)b);
+#else
+    return (VREAL)_mm_max_ps((__m128)a, (__m128)b);
+#endif
+#else
+    return FN(select)(a > b, a, b);
+#endif
+}
 
 /* float32 lanes widened to two double vectors (GCC's generic conversion of a half
  * vector is poor, so x86 targets use the one-instruction intrinsics); float64
@@ -165,20 +192,23 @@ static inline void FN(acc_wd_at)(VACC *lo, VACC *hi, VREAL f, VREAL m, const dou
     FN(acc_wd)(lo, hi, f, m, w_lo, w_hi);
 }
 
-/* exp(x + xlo) for x <= 0 (or NaN), |xlo| tiny: see the comment at the top. */
+/* exp(x + xlo) for x <= 0 (or NaN), |xlo| tiny: see the comment at the top.  Below
+ * lowest, x is raised to it and xlo (there maybe large or NaN: -inf - -inf) dropped;
+ * p 2^n is then far below half the smallest subnormal and rounds to exactly 0,
+ * also with the two-step scaling, whose halves stay normal.  NaN stays NaN. */
 static inline VREAL FN(vexp)(VREAL x, VREAL xlo)
 {
 #if CYSM_F64
-    const REAL lowest = -746.0, log2e = 1.4426950408889634074, shifter = 0x1.8p52;
+    const REAL lowest = -750.0, log2e = 1.4426950408889634074, shifter = 0x1.8p52;
     const REAL ln2hi = 6.93147180369123816490e-01, ln2lo = 1.90821492927058770002e-10;
     const RINT bias = 1023, mant_bits = 52;
 #else
-    const REAL lowest = -104.0f, log2e = 1.44269504088896341f, shifter = 0x1.8p23f;
+    const REAL lowest = -110.0f, log2e = 1.44269504088896341f, shifter = 0x1.8p23f;
     const REAL ln2hi = 0.693145751953125f, ln2lo = 1.428606765330187045e-06f;
     const RINT bias = 127, mant_bits = 23;
 #endif
-    const VINT under = x < lowest;
-    x = FN(select)(under, (VREAL){0} + lowest, x);
+    xlo = FN(zero_where)(x < lowest, xlo);
+    x = FN(vmax)((VREAL){0} + lowest, x);
     const VREAL kf = x * log2e + shifter; /* round(x / ln2) + shifter */
     const VREAL n = kf - shifter;
     const VINT ni = (VINT)kf - (VINT)((VREAL){0} + shifter);
@@ -200,15 +230,15 @@ static inline VREAL FN(vexp)(VREAL x, VREAL xlo)
      * the two halves below, in one instruction */
     (void)ni;
 #if CYSM_F64
-    return FN(zero_where)(under, (VREAL)_mm512_scalef_pd((__m512d)p, (__m512d)n));
+    return (VREAL)_mm512_scalef_pd((__m512d)p, (__m512d)n);
 #else
-    return FN(zero_where)(under, (VREAL)_mm512_scalef_ps((__m512)p, (__m512)n));
+    return (VREAL)_mm512_scalef_ps((__m512)p, (__m512)n);
 #endif
 #endif
     const VINT n1 = ni >> 1, n2 = ni - n1;
     const VREAL s1 = (VREAL)((n1 + bias) << mant_bits);
     const VREAL s2 = (VREAL)((n2 + bias) << mant_bits);
-    return FN(zero_where)(under, (p * s1) * s2);
+    return (p * s1) * s2;
 }
 
 /* e = exp(f - m), the difference taken exactly (TwoSum); *d = rounded f - m. */
@@ -251,31 +281,23 @@ static inline double FN(acc_total)(VACC lo, VACC hi)
 static inline REAL FN(row_max)(const REAL *f, ptrdiff_t C)
 {
     ptrdiff_t k = 0;
-    if (C < NL) { /* softmax of a short row */
-        REAL m = -INFINITY;
-        for (; k < C; k++)
-            if (f[k] > m) m = f[k];
-        return m;
-    }
     VREAL m0 = (VREAL){0} - INFINITY, m1 = m0;
+    if (C < NL) { /* softmax of a short row: padded with -inf */
+        VREAL x = m0;
+        for (; k < C; k++) x[k] = f[k];
+        m0 = FN(vmax)(x, m0);
+    }
     for (; k + 2 * NL <= C; k += 2 * NL) {
-        const VREAL x0 = FN(load)(f + k), x1 = FN(load)(f + k + NL);
-        m0 = FN(select)(x0 > m0, x0, m0);
-        m1 = FN(select)(x1 > m1, x1, m1);
+        m0 = FN(vmax)(FN(load)(f + k), m0);
+        m1 = FN(vmax)(FN(load)(f + k + NL), m1);
     }
-    if (k + NL <= C) {
-        const VREAL x = FN(load)(f + k);
-        m1 = FN(select)(x > m1, x, m1);
-    }
-    if (C % NL) {
-        const VREAL x = FN(load)(f + C - NL);
-        m0 = FN(select)(x > m0, x, m0);
-    }
-    m0 = FN(select)(m1 > m0, m1, m0);
+    if (k + NL <= C) m1 = FN(vmax)(FN(load)(f + k), m1);
+    if (C % NL && C > NL) m0 = FN(vmax)(FN(load)(f + C - NL), m0);
+    m0 = FN(vmax)(m1, m0);
     for (int w = NL / 2; w >= 1; w /= 2) { /* a fixed tree over the lanes */
-        VREAL hi;
-        for (int l = 0; l < NL; l++) hi[l] = l < w ? m0[l + w] : m0[l];
-        m0 = FN(select)(hi > m0, hi, m0);
+        VINT from;
+        for (int l = 0; l < NL; l++) from[l] = (RINT)(l < w ? l + w : l);
+        m0 = FN(vmax)(__builtin_shuffle(m0, from), m0);
     }
     return m0[0];
 }
@@ -642,7 +664,7 @@ static inline __attribute__((always_inline)) void
 #endif
 
         VREAL mv = (VREAL){0} - INFINITY;
-        for (ptrdiff_t k = 0; k < C; k++) mv = FN(select)(T[k] > mv, T[k], mv);
+        for (ptrdiff_t k = 0; k < C; k++) mv = FN(vmax)(T[k], mv);
         VACC t_lo = {0}, t_hi = {0}, wd_lo = {0}, wd_hi = {0};
         VINT cnt = {0};
         VREAL fy = T[0], ey;
