@@ -119,6 +119,58 @@ def test_ties(simd_target, dtype):
             assert rel_ok(grad, want_grad, RTOL[dtype], 0)
 
 
+def _extended_reference(f, y):
+    """Loss, gradient and softmax of every row in np.longdouble (x87's 64-bit
+    mantissa): 11 more bits than float64, so its rounding sits far below 1e-13.  The
+    target's terms are formed from the other classes' sum, so that a loss of 1e-90 or a
+    gradient of -1e-90 at the target keeps its digits."""
+    f = f.astype(np.longdouble)
+    rows = np.arange(len(f))
+    e = np.exp(f - f.max(axis=1, keepdims=True))
+    s = e.sum(axis=1)
+    mask = np.ones(f.shape, dtype=bool)
+    mask[rows, y] = False
+    others = np.where(mask, e, 0).sum(axis=1)  # the sum without the target, not s - e_y
+    p = e / s[:, None]
+    loss = np.log1p(others / e[rows, y])  # -log(e_y / s), s = e_y + others
+    grad = p.copy()
+    grad[rows, y] = -others / s
+    return loss, grad, p
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).nmant < 63,
+                    reason="needs an extended-precision long double")
+@pytest.mark.parametrize("masked", [False, True], ids=["dense", "masked"])
+def test_short_rows_every_length_every_maximum(simd_target, dtype, masked):
+    """Rows shorter than a few vectors (C = 1..40) take the padded short-row paths of
+    the row maximum and of exp.  Each row's maximum sits at every position in turn,
+    with the other scores up to far below it (into exp's subnormal range) around large
+    offsets: a maximum that skipped an entry would overflow exp or lose the count of
+    maxima, and shows.  The reference is computed in extended precision."""
+    spread = 110.0 if dtype == np.float32 else 760.0
+    tiny = np.finfo(dtype).tiny
+    rng = np.random.default_rng(11)
+    for C in range(1, 41):
+        f = -rng.uniform(0.0, spread, (C, C))
+        f[np.arange(C), np.arange(C)] = spread / 4  # row i's maximum at column i
+        if C > 1:  # the lower rows: ties for the maximum (the count of maxima matters)
+            f[C // 2:, (C + 1) // 2:] = f[C // 2:, (C + 1) // 2:].max(axis=1, keepdims=True)
+        f += rng.choice([0.0, 1e4, -3e3], (C, 1))
+        if masked and C > 2:
+            keep = np.eye(C, dtype=bool) | (np.arange(C) % 3 != 1)
+            f[~keep] = -np.inf
+        f = f.astype(dtype)
+        y = rng.integers(0, C, C)
+        y[f[np.arange(C), y] == -np.inf] = np.arange(C)[f[np.arange(C), y] == -np.inf]
+        want_loss, want_grad, want_p = _extended_reference(f, y)
+        loss, grad = cysoftmax.softmax_cross_entropy(f, y, reduction="none")
+        where = f"{simd_target}, C={C}"
+        assert rel_ok(loss, want_loss, RTOL[dtype], 0), where
+        assert rel_ok(grad, want_grad, RTOL[dtype], tiny), where
+        assert rel_ok(cysoftmax.softmax(f), want_p, RTOL[dtype], tiny), where
+        assert np.all(cysoftmax.softmax(f)[f == -np.inf] == 0), where
+
+
 def test_float32_is_computed_in_float32_range():
     """Spreads far beyond float32's exp range do not overflow or produce NaN."""
     f = np.array([[1e30, -1e30, 0.0], [-3e38, 3e38, 0.0]], dtype=np.float32)
