@@ -276,23 +276,29 @@ static inline double FN(acc_total)(VACC lo, VACC hi)
     return part[0];
 }
 
+/* The last NL entries of a row of C, in one vector: for C >= NL the last full vector
+ * (it overlaps the one before it where C % NL != 0); for a short row the C entries in
+ * the top lanes, padded below with -inf (e = 0 there, never a maximum). */
+static inline VREAL FN(load_tail)(const REAL *f, ptrdiff_t C)
+{
+    if (C >= NL) return FN(load)(f + C - NL);
+    VREAL x = (VREAL){0} - INFINITY;
+    for (ptrdiff_t k = 0; k < C; k++) x[NL - C + k] = f[k];
+    return x;
+}
+
 /* Pass 1: the row maximum.  NaN entries are skipped here; they make e NaN in pass 2.
- * The last, partly overlapping vector covers the tail (max is idempotent). */
+ * The tail vector covers what the full vectors leave (max is idempotent). */
 static inline REAL FN(row_max)(const REAL *f, ptrdiff_t C)
 {
     ptrdiff_t k = 0;
     VREAL m0 = (VREAL){0} - INFINITY, m1 = m0;
-    if (C < NL) { /* softmax of a short row: padded with -inf */
-        VREAL x = m0;
-        for (; k < C; k++) x[k] = f[k];
-        m0 = FN(vmax)(x, m0);
-    }
     for (; k + 2 * NL <= C; k += 2 * NL) {
         m0 = FN(vmax)(FN(load)(f + k), m0);
         m1 = FN(vmax)(FN(load)(f + k + NL), m1);
     }
     if (k + NL <= C) m1 = FN(vmax)(FN(load)(f + k), m1);
-    if (C % NL && C > NL) m0 = FN(vmax)(FN(load)(f + C - NL), m0);
+    if (C % NL) m0 = FN(vmax)(FN(load_tail)(f, C), m0);
     m0 = FN(vmax)(m1, m0);
     for (int w = NL / 2; w >= 1; w /= 2) { /* a fixed tree over the lanes */
         VINT from;
@@ -322,12 +328,7 @@ static inline __attribute__((always_inline)) FN(row_sums)
      * that the other vectors cover are left out of the sums and, stored again,
      * get the same e. */
     const ptrdiff_t rest = C % NL;
-    VREAL f_tail = mv;
-    if (rest && C >= NL) {
-        f_tail = FN(load)(f + C - NL);
-    } else if (rest) { /* softmax of a short row: padded with -inf (e = 0, never a max) */
-        for (int l = 0; l < NL; l++) f_tail[l] = l < NL - rest ? -INFINITY : f[l - (NL - rest)];
-    }
+    const VREAL f_tail = rest ? FN(load_tail)(f, C) : mv;
     /* Four vectors per step: four independent exps in flight, and their non-maximal
      * parts added in the input precision (two roundings) before one widening add. */
     for (; k + 4 * NL <= C; k += 4 * NL) {
